@@ -1,0 +1,207 @@
+"""Configuration classes for the four fourfold model types.
+
+One typed base config, `FourfoldConfig`, holds every architecture option; the four subclasses only name the
+model type (and the seq2seq one adds its decoder depth). The options are chosen so that BERT/RoBERTa, GPT-2,
+Llama-family and BART checkpoints map onto a fourfold model by renaming weights alone.
+
+Defaults are modern (pre-norm, RMSNorm, RoPE, SwiGLU, no biases); the `fourfold.configuration` presets pick sizes.
+`validate_architecture` runs at construction and raises with the argument name and the fix.
+"""
+
+from typing import ClassVar
+
+from transformers import PreTrainedConfig
+
+_NORM_POSITIONS = ("pre", "post")
+_NORM_TYPES = ("rmsnorm", "layernorm")
+_MLP_TYPES = ("gated", "plain")
+_POSITION_TYPES = ("rope", "absolute")
+
+
+class FourfoldConfig(PreTrainedConfig):
+    r"""Shared configuration of the four fourfold model types. Use a subclass, e.g. `FourfoldDecoderConfig`.
+
+    Sizes:
+        vocab_size: number of token ids; follows the tokenizer.
+        hidden_size / num_hidden_layers / num_attention_heads: width, depth and heads of the (encoder) stack.
+        num_key_value_heads: key/value heads; `None` means one per query head, fewer means grouped-query attention.
+        head_dim: per-head width; `None` means `hidden_size // num_attention_heads`.
+        intermediate_size: MLP width; `None` means 4 x hidden (plain MLP) or 8/3 x hidden rounded up to 64 (gated).
+        max_position_embeddings: longest sequence; a hard limit with learned positions, a guide with RoPE.
+
+    Block:
+        norm_position: `"pre"` (x + f(norm(x)), GPT-2/Llama; adds a final norm) or `"post"` (norm(x + f(x)), BERT/BART).
+        norm_type / norm_eps: `"rmsnorm"` or `"layernorm"`, and its epsilon.
+        hidden_act / mlp_type: activation, and `"gated"` (act(gate(x)) * up(x): SwiGLU with silu, GeGLU with gelu)
+            or `"plain"` (act(up(x))).
+        attention_bias / mlp_bias: biases on the attention and MLP projections.
+
+    Embeddings:
+        position_embedding_type: `"rope"` (rotary, via transformers' rope utilities; see `rope_parameters`) or
+            `"absolute"` (learned, like BERT/GPT-2/BART).
+        position_offset: learned position `p` reads row `p + position_offset` (RoBERTa and BART reserve 2 rows).
+        type_vocab_size: > 0 adds token-type (segment) embeddings, as in BERT.
+        embedding_norm: a norm right after the embedding sum (BERT, BART).
+        scale_embeddings: multiply token embeddings by sqrt(hidden_size).
+        tie_word_embeddings: share the input embedding with the output projection.
+
+    Regularisation and init:
+        hidden_dropout / attention_dropout / classifier_dropout: dropout on sublayer outputs, attention
+            probabilities and classifier inputs (`None`: use `hidden_dropout`).
+        initializer_range: std of the normal init of every linear and embedding weight.
+    """
+
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+    # HF tensor-parallel plan: column-split the input projections, row-split the output ones.
+    base_model_tp_plan: ClassVar[dict[str, str]] = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+
+    # Sizes
+    vocab_size: int = 32000
+    hidden_size: int = 512
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 8
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 2048
+
+    # Block
+    norm_position: str = "pre"
+    norm_type: str = "rmsnorm"
+    norm_eps: float = 1e-6
+    hidden_act: str = "silu"
+    mlp_type: str = "gated"
+    attention_bias: bool = False
+    mlp_bias: bool = False
+
+    # Embeddings
+    position_embedding_type: str = "rope"
+    rope_parameters: dict | None = None
+    position_offset: int = 0
+    type_vocab_size: int = 0
+    embedding_norm: bool = False
+    scale_embeddings: bool = False
+    tie_word_embeddings: bool = True
+
+    # Regularisation and init
+    hidden_dropout: float | int = 0.0
+    attention_dropout: float | int = 0.0
+    classifier_dropout: float | int | None = None
+    initializer_range: float = 0.02
+
+    # Special tokens and generation
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    use_cache: bool = True
+
+    def __post_init__(self, **kwargs):
+        # Derived values live here and nowhere else.
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and self.num_attention_heads and self.hidden_size % self.num_attention_heads == 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.intermediate_size is None:
+            if self.mlp_type == "gated":  # 8/3 x hidden keeps the parameter count of a 4 x plain MLP
+                self.intermediate_size = 64 * -(-8 * self.hidden_size // (3 * 64))
+            else:
+                self.intermediate_size = 4 * self.hidden_size
+        if self.position_embedding_type == "rope" and self.rope_parameters is None and "rope_theta" not in kwargs:
+            self.rope_parameters = {"rope_type": "default", "rope_theta": 10_000.0}
+        super().__post_init__(**kwargs)
+        # transformers runs `validate_*` methods only on configs decorated with huggingface_hub's `@strict`, which
+        # this Hub-portable module may not import; so we run ours explicitly.
+        self.validate_architecture()
+
+    @property
+    def final_norm(self) -> bool:
+        """Pre-norm stacks end with a norm (the residual stream is never normalised otherwise); post-norm do not."""
+        return self.norm_position == "pre"
+
+    def validate_architecture(self):
+        """Checks every architecture option; each error names the argument and the fix."""
+        _choose("norm_position", self.norm_position, _NORM_POSITIONS)
+        _choose("norm_type", self.norm_type, _NORM_TYPES)
+        _choose("mlp_type", self.mlp_type, _MLP_TYPES)
+        _choose("position_embedding_type", self.position_embedding_type, _POSITION_TYPES)
+        if self.head_dim is None:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}: "
+                "change one of them, or set head_dim explicitly."
+            )
+        if self.num_attention_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads} (grouped-query attention shares each key/value head "
+                "among a whole number of query heads)."
+            )
+        if self.position_embedding_type == "rope" and self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotary position embeddings.")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
+
+
+class FourfoldEncoderConfig(FourfoldConfig):
+    """A bidirectional encoder (BERT-style), pretrained with masked LM. See `FourfoldConfig` for the options."""
+
+    model_type = "fourfold-encoder"
+
+
+class FourfoldDecoderConfig(FourfoldConfig):
+    """A causal decoder (GPT-style), pretrained with causal LM. See `FourfoldConfig` for the options."""
+
+    model_type = "fourfold-decoder"
+
+
+class FourfoldPrefixLMConfig(FourfoldConfig):
+    """One causal stack whose prefix (the prompt) attends bidirectionally. See `FourfoldConfig` for the options."""
+
+    model_type = "fourfold-prefix-lm"
+
+
+class FourfoldSeq2SeqConfig(FourfoldConfig):
+    """An encoder-decoder (T5/BART-style). `num_hidden_layers` is the encoder depth.
+
+    Args:
+        num_decoder_layers: decoder depth; `None` means the same as the encoder.
+        decoder_start_token_id: first decoder input; `None` means `pad_token_id` (T5's convention).
+
+    The encoder, the decoder and the output projection always share one embedding matrix, so
+    `tie_word_embeddings` must stay `True`.
+    """
+
+    model_type = "fourfold-seq2seq"
+    attribute_map: ClassVar[dict[str, str]] = {"num_layers": "num_hidden_layers"}
+
+    num_decoder_layers: int | None = None
+    decoder_start_token_id: int | None = None
+    is_encoder_decoder: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.num_decoder_layers is None:
+            self.num_decoder_layers = self.num_hidden_layers
+        if self.decoder_start_token_id is None:
+            self.decoder_start_token_id = self.pad_token_id
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if not self.tie_word_embeddings:
+            raise ValueError(
+                "fourfold-seq2seq shares one embedding between encoder, decoder and output projection: "
+                "tie_word_embeddings must be True."
+            )
+
+
+def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}.")

@@ -1,0 +1,737 @@
+"""Task heads of the four configurations, named as transformers names them (`Fourfold<Arch><Head>`).
+
+Every head wraps its configuration's base model as `self.model` and computes its loss through
+`self.loss_function`, so the Trainer's `num_items_in_batch` (correct loss scaling under gradient accumulation)
+is honoured. Pooling for sequence classification:
+    encoder      the first token ([CLS]) through a tanh pooler, as in BERT
+    decoder      the last non-padding token (it is the only one that has seen the whole input)
+    prefix LM    the last non-padding token, with the whole input as the bidirectional prefix
+    seq2seq      the mean of the final encoder layer over non-padding tokens (the decoder is not used)
+"""
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import GenerationMixin
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    Seq2SeqLMOutput,
+    SequenceClassifierOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_fourfold import (
+    FourfoldConfig,
+    FourfoldDecoderConfig,
+    FourfoldEncoderConfig,
+    FourfoldPrefixLMConfig,
+    FourfoldSeq2SeqConfig,
+)
+from .layers import make_norm
+from .modeling_fourfold import (
+    FourfoldDecoderModel,
+    FourfoldEncoderModel,
+    FourfoldPrefixLMModel,
+    FourfoldPreTrainedModel,
+    FourfoldSeq2SeqModel,
+    FourfoldStack,
+)
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class FourfoldPooler(nn.Module):
+    """BERT's pooler: the first token's final state through a dense layer and tanh."""
+
+    def __init__(self, config: FourfoldConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class FourfoldMaskedLMHead(nn.Module):
+    """BERT's prediction head: dense -> activation -> norm -> vocabulary projection (with bias)."""
+
+    def __init__(self, config: FourfoldConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self.norm = make_norm(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act_fn(self.dense(hidden_states))))
+
+
+def classifier_dropout(config: FourfoldConfig) -> nn.Dropout:
+    p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+    return nn.Dropout(p)
+
+
+def last_token_index(
+    input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, pad_token_id: int | None, length: int
+) -> torch.Tensor | int:
+    """Index of each row's last real token: the rightmost 1 of the attention mask (left or right padding), else the
+    rightmost non-pad id, else the last position."""
+    if attention_mask is not None:
+        real = attention_mask[:, -length:]  # prefix tuning prepends virtual tokens to the mask
+    elif input_ids is not None and pad_token_id is not None:
+        real = input_ids != pad_token_id
+    else:
+        return length - 1
+    positions = torch.arange(length, device=real.device)
+    return (positions * real.to(positions.dtype)).argmax(-1)
+
+
+def sequence_classification_loss(model: FourfoldPreTrainedModel, logits, labels, **kwargs):
+    if labels is None:
+        return None
+    return model.loss_function(logits=logits, labels=labels, pooled_logits=logits, config=model.config, **kwargs)
+
+
+def shift_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing input for the seq2seq decoder: [start] + labels[:-1], with -100 replaced by pad."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def check_labels_outside_prefix(labels: torch.Tensor, prefix_mask: torch.Tensor) -> None:
+    """A labelled token must not be in the prefix: prefix tokens see later prefix tokens, so the position predicting
+    it would see it. Labels are unshifted (transformers' convention): label t is predicted at position t - 1."""
+    prefix = prefix_mask.bool()
+    labelled_in_prefix = (labels[:, : prefix.shape[1]] != -100) & prefix
+    if labels.device.type == "cpu" and not torch.compiler.is_compiling():
+        if labelled_in_prefix.any():
+            raise ValueError(
+                "labels mark tokens inside the prefix (prefix_mask == 1). Prefix tokens attend to later prefix "
+                "tokens, so their prediction would see the answer: set labels to -100 wherever prefix_mask is 1."
+            )
+    else:
+        torch._assert_async(~labelled_in_prefix.any(), "labels must be -100 wherever prefix_mask is 1")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
+    """Encoder with BERT's masked-LM head. `labels`: the original ids at masked positions, -100 elsewhere."""
+
+    config_class = FourfoldEncoderConfig
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.decoder.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: FourfoldEncoderConfig):
+        super().__init__(config)
+        self.model = FourfoldEncoderModel(config)
+        self.lm_head = FourfoldMaskedLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head.decoder = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class FourfoldEncoderForSequenceClassification(FourfoldPreTrainedModel):
+    """Encoder + pooler over the first token ([CLS]) + linear classifier. Single-/multi-label or regression
+    (`config.problem_type`, inferred from `num_labels` and the label dtype when unset)."""
+
+    config_class = FourfoldEncoderConfig
+
+    def __init__(self, config: FourfoldEncoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = FourfoldEncoderModel(config)
+        self.pooler = FourfoldPooler(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))
+        return SequenceClassifierOutput(
+            loss=sequence_classification_loss(self, logits, labels, **kwargs),
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class FourfoldEncoderForTokenClassification(FourfoldPreTrainedModel):
+    """Encoder + per-token linear classifier (NER, POS). `labels`: one per token, -100 to ignore."""
+
+    config_class = FourfoldEncoderConfig
+
+    def __init__(self, config: FourfoldEncoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = FourfoldEncoderModel(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None if labels is None else self.loss_function(logits, labels, self.config, **kwargs)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class FourfoldEncoderForQuestionAnswering(FourfoldPreTrainedModel):
+    """Encoder + span head (`qa_outputs`): start and end logits per token for extractive QA."""
+
+    config_class = FourfoldEncoderConfig
+
+    def __init__(self, config: FourfoldEncoderConfig):
+        super().__init__(config)
+        self.model = FourfoldEncoderModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class FourfoldEncoderForMultipleChoice(FourfoldPreTrainedModel):
+    """Encoder + pooler + one score per choice. Inputs are (batch, num_choices, length); `labels` the right choice."""
+
+    config_class = FourfoldEncoderConfig
+
+    def __init__(self, config: FourfoldEncoderConfig):
+        super().__init__(config)
+        self.model = FourfoldEncoderModel(config)
+        self.pooler = FourfoldPooler(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MultipleChoiceModelOutput:
+        num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+
+        def flat(x):  # (B, C, T, ...) -> (B*C, T, ...)
+            return None if x is None else x.reshape(-1, *x.shape[2:])
+
+        outputs = self.model(
+            input_ids=flat(input_ids),
+            attention_mask=flat(attention_mask),
+            token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids),
+            inputs_embeds=flat(inputs_embeds),
+            **kwargs,
+        )
+        scores = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))  # (B*C, 1)
+        logits = scores.view(-1, num_choices)  # (B, C)
+        # No "ForMultipleChoice" entry in transformers' loss mapping: plain cross-entropy over the choices.
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels.to(logits.device))
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoder and prefix LM
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class FourfoldDecoderForCausalLM(FourfoldPreTrainedModel, GenerationMixin):
+    """Decoder + language-modeling head. `labels` are the input ids (shifted inside the loss), -100 to ignore."""
+
+    config_class = FourfoldDecoderConfig
+    model_class: ClassVar[type[FourfoldStack]] = FourfoldDecoderModel
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: FourfoldConfig):
+        super().__init__(config)
+        self.model = self.model_class(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
+    """Prefix LM + language-modeling head.
+
+    `prefix_mask` (batch, length): 1 = bidirectional prefix (the prompt). `labels` must be -100 inside the prefix
+    (checked). In `generate()` the prompt is the prefix unless `prefix_mask` is given; generated tokens are causal.
+    """
+
+    config_class = FourfoldPrefixLMConfig
+    model_class = FourfoldPrefixLMModel
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        if labels is not None and prefix_mask is not None:
+            check_labels_outside_prefix(labels, prefix_mask)
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            prefix_mask=prefix_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def generate(self, inputs: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None, **kwargs):
+        """`GenerationMixin.generate`, with the prompt as the bidirectional prefix by default."""
+        if prefix_mask is None:
+            prompt = inputs if inputs is not None else kwargs.get("input_ids")
+            attention_mask = kwargs.get("attention_mask")
+            if attention_mask is not None:
+                prefix_mask = attention_mask
+            elif prompt is not None and prompt.dim() == 2 and not prompt.is_floating_point():
+                prefix_mask = torch.ones_like(prompt)
+        return super().generate(inputs, prefix_mask=prefix_mask, **kwargs)
+
+
+class FourfoldDecoderForSequenceClassification(FourfoldPreTrainedModel):
+    """Decoder + linear `score` on the last non-padding token."""
+
+    config_class = FourfoldDecoderConfig
+    model_class: ClassVar[type[FourfoldStack]] = FourfoldDecoderModel
+
+    def __init__(self, config: FourfoldConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = self.model_class(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        batch, length = hidden_states.shape[:2]
+        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id, length)
+        logits = self.score(hidden_states[torch.arange(batch, device=hidden_states.device), last])
+        return SequenceClassifierOutputWithPast(
+            loss=sequence_classification_loss(self, logits, labels, **kwargs),
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class FourfoldPrefixLMForSequenceClassification(FourfoldDecoderForSequenceClassification):
+    """Prefix LM + `score` on the last non-padding token. By default the whole input is the bidirectional prefix,
+    so every token sees every other; pass `prefix_mask` to change that."""
+
+    config_class = FourfoldPrefixLMConfig
+    model_class = FourfoldPrefixLMModel
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        if prefix_mask is None and attention_mask is not None:
+            prefix_mask = attention_mask
+        elif prefix_mask is None and input_ids is not None:
+            prefix_mask = torch.ones_like(input_ids)
+        return super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask, labels=labels, **kwargs
+        )
+
+
+class FourfoldDecoderForTokenClassification(FourfoldPreTrainedModel):
+    """Decoder + per-token linear `score`. Each token sees only its left context."""
+
+    config_class = FourfoldDecoderConfig
+
+    def __init__(self, config: FourfoldDecoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = FourfoldDecoderModel(config)
+        self.dropout = classifier_dropout(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.score(self.dropout(outputs.last_hidden_state))
+        loss = None if labels is None else self.loss_function(logits, labels, self.config, **kwargs)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Seq2seq
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, GenerationMixin):
+    """Encoder-decoder + language-modeling head (text-to-text). `labels` are the target ids, -100 to ignore; the
+    decoder input is `labels` shifted right, and the loss is not shifted again."""
+
+    config_class = FourfoldSeq2SeqConfig
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "model.encoder.embed_tokens.weight": "model.shared.weight",
+        "model.decoder.embed_tokens.weight": "model.shared.weight",
+        "lm_head.weight": "model.shared.weight",
+    }
+
+    def __init__(self, config: FourfoldSeq2SeqConfig):
+        super().__init__(config)
+        self.model = FourfoldSeq2SeqModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+        # The default for a "ForConditionalGeneration" class is the causal (shifting) loss; ours is aligned already.
+        self.loss_type = "ForMaskedLM"
+
+    def get_encoder(self) -> FourfoldStack:
+        return self.model.encoder
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        decoder_position_ids: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            position_ids=position_ids,
+            decoder_position_ids=decoder_position_ids,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+
+
+class FourfoldSeq2SeqEncoderModel(FourfoldPreTrainedModel):
+    """The seq2seq encoder alone (`AutoModelForTextEncoding`, like T5EncoderModel): embeddings + bidirectional
+    stack. Loads the encoder half of any fourfold-seq2seq checkpoint."""
+
+    config_class = FourfoldSeq2SeqConfig
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"encoder.embed_tokens.weight": "shared.weight"}
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"decoder\.", r"lm_head\."]
+
+    def __init__(self, config: FourfoldSeq2SeqConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.encoder = FourfoldStack(config, attention_pattern="bidirectional")
+        self.encoder.embed_tokens = self.shared
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = self.encoder.embed_tokens = value
+
+    def get_encoder(self) -> FourfoldStack:
+        return self.encoder
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        outputs = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        return BaseModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class FourfoldSeq2SeqForSequenceClassification(FourfoldPreTrainedModel):
+    """Seq2seq encoder + mean pooling over non-padding tokens + linear classifier (the decoder is not used)."""
+
+    config_class = FourfoldSeq2SeqConfig
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"model\.decoder\.", r"lm_head\."]
+
+    def __init__(self, config: FourfoldSeq2SeqConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = FourfoldSeq2SeqEncoderModel(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if attention_mask is None:
+            pooled = hidden_states.mean(dim=1)
+        else:
+            weights = attention_mask[:, -hidden_states.shape[1] :, None].to(hidden_states.dtype)  # (B, T, 1)
+            pooled = (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        logits = self.classifier(self.dropout(pooled))
+        return SequenceClassifierOutput(
+            loss=sequence_classification_loss(self, logits, labels, **kwargs),
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )

@@ -1,0 +1,261 @@
+"""The building blocks shared by all four configurations: norm, rotary embedding, attention, MLP, block.
+
+One attention module serves self- and cross-attention; one block serves every stack. The block's only structural
+switch is whether it has cross-attention (the seq2seq decoder). Who attends to whom is not decided here: the stack
+builds the mask once (see `masks.py`) and every layer consumes it. Each attention module still sets `is_causal`
+explicitly, because sdpa falls back on that flag when the mask is `None`.
+
+Attention runs through transformers' attention-function registry (`config._attn_implementation`: eager, sdpa,
+flex_attention, flash_attention_2, ...); the eager function is ours, since the registry has no generic one.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_fourfold import FourfoldConfig
+
+
+def make_norm(config: FourfoldConfig) -> nn.Module:
+    """The configured normalisation layer over `hidden_size`."""
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
+
+
+class FourfoldRotaryEmbedding(nn.Module):
+    """Rotary position embedding: the (cos, sin) tables for the given positions, shared by all layers.
+
+    The inverse frequencies come from `config.rope_parameters` ("default", or any scaled type transformers knows:
+    linear, dynamic, yarn, llama3, ...). They are a non-persistent buffer (not in checkpoints); transformers'
+    default `_init_weights` recomputes it through `compute_default_rope_parameters` / `ROPE_INIT_FUNCTIONS`.
+    """
+
+    def __init__(self, config: FourfoldConfig):
+        super().__init__()
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
+        rope_init_fn = self.compute_default_rope_parameters
+        if self.rope_type != "default":
+            rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+        inv_freq, self.attention_scaling = rope_init_fn(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_default_rope_parameters(config: FourfoldConfig, **kwargs) -> tuple[torch.Tensor, float]:
+        base, dim = config.rope_parameters["rope_theta"], config.head_dim
+        return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+
+    @torch.no_grad()
+    @dynamic_rope_update
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # (B, T, hd/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
+        return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, hd): broadcast over heads
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention: softmax(q k^T * scaling + mask) v. Returns (B, T, nh, hd) and the weights."""
+    key = key.repeat_interleave(module.num_key_value_groups, dim=1)  # (B, nkv, S, hd) -> (B, nh, S, hd)
+    value = value.repeat_interleave(module.num_key_value_groups, dim=1)
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, S)
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    elif module.is_causal and query.shape[2] > 1:  # the mask is None only when the module's own flag suffices
+        causal = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril(
+            key.shape[2] - query.shape[2]
+        )
+        weights = weights.masked_fill(~causal, torch.finfo(weights.dtype).min)
+    weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (B, nh, T, hd) -> (B, T, nh, hd)
+    return output, weights
+
+
+class FourfoldAttention(nn.Module):
+    """Multi-head attention with grouped-query support, for self- or cross-attention.
+
+    Args:
+        config: the model config.
+        layer_idx: index of the layer, for the KV cache.
+        is_causal: whether the pattern is causal when no mask is given (sdpa's fast path). Always explicit.
+        is_cross_attention: keys and values come from `key_value_states` (the final encoder layer) and are cached
+            once per generation in the `EncoderDecoderCache`.
+    """
+
+    def __init__(self, config: FourfoldConfig, layer_idx: int, *, is_causal: bool, is_cross_attention: bool = False):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.is_causal = is_causal
+        self.is_cross_attention = is_cross_attention
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+
+        q_size, kv_size = config.num_attention_heads * self.head_dim, config.num_key_value_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, q_size, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=config.attention_bias)
+
+    def _heads(self, projection: nn.Linear, states: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = states.shape
+        return projection(states).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        key_value_states: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        query = self._heads(self.q_proj, hidden_states)  # (B, nh, T, hd)
+        if self.is_cross_attention:
+            key, value = self._cross_key_values(key_value_states, past_key_values)  # (B, nkv, S, hd)
+        else:
+            key, value = self._heads(self.k_proj, hidden_states), self._heads(self.v_proj, hidden_states)
+            if position_embeddings is not None:
+                query, key = apply_rotary(query, key, *position_embeddings)
+            if past_key_values is not None:
+                cache = past_key_values
+                if isinstance(cache, EncoderDecoderCache):
+                    cache = cache.self_attention_cache
+                key, value = cache.update(key, value, self.layer_idx)
+
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(batch, length, -1)  # (B, T, nh, hd) -> (B, T, nh*hd)
+        return self.o_proj(output), weights
+
+    def _cross_key_values(self, encoder_states: torch.Tensor, past_key_values: Cache | None):
+        """Keys/values of the encoder output: projected once, then read from the cross-attention cache."""
+        cache = past_key_values.cross_attention_cache if isinstance(past_key_values, EncoderDecoderCache) else None
+        if cache is not None and past_key_values.is_updated.get(self.layer_idx):
+            layer = cache.layers[self.layer_idx]
+            return layer.keys, layer.values
+        key, value = self._heads(self.k_proj, encoder_states), self._heads(self.v_proj, encoder_states)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+            past_key_values.is_updated[self.layer_idx] = True
+        return key, value
+
+
+class FourfoldMLP(nn.Module):
+    """Position-wise feed-forward: gated `down(act(gate(x)) * up(x))` (SwiGLU, GeGLU) or plain `down(act(up(x)))`."""
+
+    def __init__(self, config: FourfoldConfig):
+        super().__init__()
+        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(hidden, inner, bias=bias) if config.mlp_type == "gated" else None
+        self.up_proj = nn.Linear(hidden, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is None:
+            return self.down_proj(self.act_fn(self.up_proj(x)))
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class FourfoldBlock(GradientCheckpointingLayer):
+    """Self-attention, optional cross-attention, MLP; each a residual sublayer.
+
+    Pre-norm:  x = x + f(norm(x))     (GPT-2, Llama; the stack adds a final norm)
+    Post-norm: x = norm(x + f(x))     (BERT, BART)
+
+    Args:
+        config: the model config.
+        layer_idx: index of the layer, for the KV cache.
+        is_causal: passed to self-attention (see `FourfoldAttention`).
+        has_cross_attention: add cross-attention over the encoder output (the seq2seq decoder).
+    """
+
+    def __init__(self, config: FourfoldConfig, layer_idx: int, *, is_causal: bool, has_cross_attention: bool = False):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attn = FourfoldAttention(config, layer_idx, is_causal=is_causal)
+        self.self_attn_norm = make_norm(config)
+        self.cross_attn = self.cross_attn_norm = None
+        if has_cross_attention:
+            self.cross_attn = FourfoldAttention(config, layer_idx, is_causal=False, is_cross_attention=True)
+            self.cross_attn_norm = make_norm(config)
+        self.mlp = FourfoldMLP(config)
+        self.mlp_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,  # positional, so checkpointing propagates its gradient
+        *,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attn_input = self.self_attn_norm(hidden_states) if self.pre_norm else hidden_states
+        attn_output, _ = self.self_attn(attn_input, attention_mask, position_embeddings, past_key_values, **kwargs)
+        hidden_states = self._residual(hidden_states, attn_output, self.self_attn_norm)
+
+        if self.cross_attn is not None:
+            cross_input = self.cross_attn_norm(hidden_states) if self.pre_norm else hidden_states
+            cross_output, _ = self.cross_attn(
+                cross_input,
+                cross_attention_mask,
+                None,
+                past_key_values,
+                key_value_states=encoder_hidden_states,
+                **kwargs,
+            )
+            hidden_states = self._residual(hidden_states, cross_output, self.cross_attn_norm)
+
+        mlp_input = self.mlp_norm(hidden_states) if self.pre_norm else hidden_states
+        return self._residual(hidden_states, self.mlp(mlp_input), self.mlp_norm)
+
+    def _residual(self, x: torch.Tensor, sublayer_output: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        x = x + self.dropout(sublayer_output)
+        return x if self.pre_norm else norm(x)

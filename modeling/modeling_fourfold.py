@@ -1,0 +1,435 @@
+"""The four configurations: one stack, four attention patterns.
+
+`FourfoldStack` is embeddings -> N x `FourfoldBlock` -> final norm. It builds its self-attention mask once, from its
+`attention_pattern`, and every layer consumes it:
+
+    encoder    "bidirectional"   every token sees every token              (FourfoldEncoderModel)
+    decoder    "causal"          every token sees itself and the past      (FourfoldDecoderModel)
+    prefix LM  "prefix"          causal, but the prefix sees all of itself (FourfoldPrefixLMModel)
+    seq2seq    a "bidirectional" encoder stack, and a "causal" decoder stack whose blocks add cross-attention over
+               the encoder's final layer                                  (FourfoldSeq2SeqModel)
+
+Task heads live in `heads.py`. Reading order: configuration_fourfold -> masks -> layers -> this file -> heads.
+"""
+
+import os
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqModelOutput
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_fourfold import (
+    FourfoldConfig,
+    FourfoldDecoderConfig,
+    FourfoldEncoderConfig,
+    FourfoldPrefixLMConfig,
+    FourfoldSeq2SeqConfig,
+)
+from .layers import FourfoldAttention, FourfoldBlock, FourfoldRotaryEmbedding, make_norm
+from .masks import bidirectional_mask, causal_mask, cross_attention_mask, prefix_lm_mask
+
+ATTENTION_PATTERNS = ("bidirectional", "causal", "prefix")
+
+# Every Auto class that applies to each model type, as `module.Class` inside a saved checkpoint folder: written into
+# config.json on save so that `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without fourfold.
+AUTO_MAP: dict[str, dict[str, str]] = {
+    "fourfold-encoder": {
+        "AutoConfig": "configuration_fourfold.FourfoldEncoderConfig",
+        "AutoModel": "modeling_fourfold.FourfoldEncoderModel",
+        "AutoModelForMaskedLM": "heads.FourfoldEncoderForMaskedLM",
+        "AutoModelForSequenceClassification": "heads.FourfoldEncoderForSequenceClassification",
+        "AutoModelForTokenClassification": "heads.FourfoldEncoderForTokenClassification",
+        "AutoModelForQuestionAnswering": "heads.FourfoldEncoderForQuestionAnswering",
+        "AutoModelForMultipleChoice": "heads.FourfoldEncoderForMultipleChoice",
+    },
+    "fourfold-decoder": {
+        "AutoConfig": "configuration_fourfold.FourfoldDecoderConfig",
+        "AutoModel": "modeling_fourfold.FourfoldDecoderModel",
+        "AutoModelForCausalLM": "heads.FourfoldDecoderForCausalLM",
+        "AutoModelForSequenceClassification": "heads.FourfoldDecoderForSequenceClassification",
+        "AutoModelForTokenClassification": "heads.FourfoldDecoderForTokenClassification",
+    },
+    "fourfold-prefix-lm": {
+        "AutoConfig": "configuration_fourfold.FourfoldPrefixLMConfig",
+        "AutoModel": "modeling_fourfold.FourfoldPrefixLMModel",
+        "AutoModelForCausalLM": "heads.FourfoldPrefixLMForCausalLM",
+        "AutoModelForSequenceClassification": "heads.FourfoldPrefixLMForSequenceClassification",
+    },
+    "fourfold-seq2seq": {
+        "AutoConfig": "configuration_fourfold.FourfoldSeq2SeqConfig",
+        "AutoModel": "modeling_fourfold.FourfoldSeq2SeqModel",
+        "AutoModelForSeq2SeqLM": "heads.FourfoldSeq2SeqForConditionalGeneration",
+        "AutoModelForSequenceClassification": "heads.FourfoldSeq2SeqForSequenceClassification",
+        "AutoModelForTextEncoding": "heads.FourfoldSeq2SeqEncoderModel",
+    },
+}
+
+
+class FourfoldPreTrainedModel(PreTrainedModel):
+    """Shared HF plumbing: backend support flags, output recording, Hub-portable saving, and the config check of
+    every head. Initialisation is transformers' default: normal(0, initializer_range) for linear and embedding
+    weights, zero biases, unit norms, recomputed rotary buffers."""
+
+    config_class = FourfoldConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["FourfoldBlock"]
+    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True  # refused at mask-building time where flash cannot honour the pattern (prefix LM)
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs: ClassVar[dict] = {
+        "hidden_states": FourfoldBlock,
+        "attentions": OutputRecorder(FourfoldAttention, index=1, layer_name="self_attn"),
+        "cross_attentions": OutputRecorder(FourfoldAttention, index=1, layer_name="cross_attn"),
+    }
+
+    def __init__(self, config: FourfoldConfig, *args, **kwargs):
+        expected = self.config_class.model_type
+        if expected and getattr(config, "model_type", None) != expected:
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {expected!r}), got "
+                f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}). Build the config "
+                f"with {self.config_class.__name__}(...) or fourfold.configuration.get_config('{expected[9:]}-tiny')."
+            )
+        super().__init__(config, *args, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus the Hub code: a complete `auto_map` in config.json and this
+        folder's modules next to the weights, so the checkpoint loads with `trust_remote_code=True` anywhere."""
+        self.config.auto_map = AUTO_MAP[self.config.model_type]
+        push_to_hub = kwargs.pop("push_to_hub", False)  # upload only once the code files are in place
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            for module_file in Path(__file__).parent.glob("*.py"):
+                if module_file.name != "__init__.py":
+                    shutil.copy(module_file, Path(save_directory) / module_file.name)
+        if push_to_hub:
+            repo_id = kwargs.get("repo_id", Path(save_directory).name)
+            self.push_to_hub(repo_id, token=kwargs.get("token"), commit_message=kwargs.get("commit_message"))
+
+
+class FourfoldStack(FourfoldPreTrainedModel):
+    """Embeddings -> blocks -> final norm, with its self-attention pattern fixed at construction.
+
+    Args:
+        config: the model config.
+        attention_pattern: "bidirectional", "causal" or "prefix" (see the module docstring); subclasses set it.
+        has_cross_attention: blocks attend to `encoder_hidden_states` (the seq2seq decoder).
+        num_layers: depth; defaults to `config.num_hidden_layers`.
+    """
+
+    attention_pattern: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        config: FourfoldConfig,
+        attention_pattern: str | None = None,
+        has_cross_attention: bool = False,
+        num_layers: int | None = None,
+    ):
+        super().__init__(config)
+        self.attention_pattern = attention_pattern or self.attention_pattern
+        if self.attention_pattern not in ATTENTION_PATTERNS:
+            raise ValueError(f"attention_pattern={self.attention_pattern!r}; choose one of {ATTENTION_PATTERNS}.")
+        self.has_cross_attention = has_cross_attention
+        is_causal = self.attention_pattern != "bidirectional"
+
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = None
+        if config.position_embedding_type == "absolute":
+            num_positions = config.max_position_embeddings + config.position_offset
+            self.embed_positions = nn.Embedding(num_positions, config.hidden_size)
+        self.embed_token_types = None
+        if config.type_vocab_size > 0:
+            self.embed_token_types = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.embedding_norm = make_norm(config) if config.embedding_norm else None
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout)
+        self.rotary_emb = FourfoldRotaryEmbedding(config) if config.position_embedding_type == "rope" else None
+
+        self.layers = nn.ModuleList(
+            FourfoldBlock(config, i, is_causal=is_causal, has_cross_attention=has_cross_attention)
+            for i in range(num_layers or config.num_hidden_layers)
+        )
+        self.norm = make_norm(config) if config.final_norm else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        encoder_position_ids: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        r"""
+        Args:
+            input_ids / inputs_embeds: the tokens, (batch, length); exactly one of the two.
+            attention_mask: (batch, past + length), 1 for real tokens, 0 for padding.
+            position_ids: (batch, length); defaults to past + arange. In a packed batch they restart at 0 at every
+                document start, and no token then attends across a document boundary.
+            token_type_ids: (batch, length) segment ids, when `config.type_vocab_size > 0`.
+            past_key_values: the KV cache (`DynamicCache`; `EncoderDecoderCache` for the seq2seq decoder).
+            prefix_mask: prefix LM only: (batch, <= past + length), 1 = token in the bidirectional prefix.
+            encoder_hidden_states / encoder_attention_mask / encoder_position_ids: seq2seq decoder only: the final
+                encoder layer, its padding mask and (packed batches) its position ids.
+            use_cache: return the cache for the next step (causal stacks only).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            check_token_ids(input_ids, self.config.vocab_size)
+        batch_size, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        if prefix_mask is not None and self.attention_pattern != "prefix":
+            raise ValueError(
+                f"prefix_mask is only for the prefix LM (fourfold-prefix-lm); this stack's attention is "
+                f"{self.attention_pattern!r}. Drop prefix_mask or use a FourfoldPrefixLM model."
+            )
+
+        if use_cache and past_key_values is None and self.attention_pattern != "bidirectional":
+            past_key_values = DynamicCache(config=self.config)
+            if self.has_cross_attention:
+                past_key_values = EncoderDecoderCache(past_key_values, DynamicCache(config=self.config))
+        self_attention_cache = past_key_values
+        if isinstance(past_key_values, EncoderDecoderCache):
+            self_attention_cache = past_key_values.self_attention_cache
+        past_length = self_attention_cache.get_seq_length() if self_attention_cache is not None else 0
+        self._check_length(past_length + length)
+
+        packed_position_ids = position_ids  # only positions the caller gave can mark document boundaries
+        if position_ids is None:
+            position_ids = torch.arange(past_length, past_length + length, device=self.device).unsqueeze(0)
+        hidden_states = self.embed(input_ids, inputs_embeds, position_ids, token_type_ids)
+
+        # Who sees whom: built once here, consumed by every layer.
+        if self.attention_pattern == "bidirectional":
+            self_attention_mask = bidirectional_mask(self.config, hidden_states, attention_mask, packed_position_ids)
+        elif self.attention_pattern == "causal":
+            self_attention_mask = causal_mask(
+                self.config, hidden_states, attention_mask, self_attention_cache, packed_position_ids
+            )
+        else:
+            if prefix_mask is not None:
+                check_prefix_mask(prefix_mask, batch_size, past_length + length)
+            self_attention_mask = prefix_lm_mask(
+                self.config, hidden_states, attention_mask, self_attention_cache, prefix_mask, packed_position_ids
+            )
+        cross_mask = None
+        if self.has_cross_attention:
+            cross_mask = cross_attention_mask(
+                self.config,
+                hidden_states,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                packed_position_ids,
+                encoder_position_ids,
+            )
+
+        position_embeddings = self.rotary_emb(hidden_states, position_ids) if self.rotary_emb is not None else None
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                encoder_hidden_states,
+                attention_mask=self_attention_mask,
+                cross_attention_mask=cross_mask,
+                position_embeddings=position_embeddings,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                **kwargs,
+            )
+        if self.norm is not None:
+            hidden_states = self.norm(hidden_states)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
+        )
+
+    def embed(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.LongTensor,
+        token_type_ids: torch.LongTensor | None,
+    ) -> torch.Tensor:
+        """Token (+ learned position) (+ token type) embeddings, optionally normalised."""
+        hidden_states = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.config.scale_embeddings:
+            hidden_states = hidden_states * self.config.hidden_size**0.5
+        if self.embed_positions is not None:
+            hidden_states = hidden_states + self.embed_positions(position_ids + self.config.position_offset)
+        if self.embed_token_types is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+            hidden_states = hidden_states + self.embed_token_types(token_type_ids)
+        elif token_type_ids is not None:
+            raise ValueError("token_type_ids were given but config.type_vocab_size is 0: set type_vocab_size > 0.")
+        if self.embedding_norm is not None:
+            hidden_states = self.embedding_norm(hidden_states)
+        return self.embedding_dropout(hidden_states)
+
+    def _check_length(self, total_length: int) -> None:
+        limit = self.config.max_position_embeddings
+        if self.embed_positions is not None and total_length > limit:
+            raise ValueError(
+                f"Sequence length {total_length} exceeds max_position_embeddings={limit} (learned positions). "
+                "Truncate the input (tokenizer truncation=True, max_length) or use a config with more positions."
+            )
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Token ids must index the embedding. On CPU: a clear error. On accelerators: an asynchronous device assert, so
+    no host sync is added to the forward."""
+    if input_ids.device.type == "cpu" and not torch.compiler.is_compiling():
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)].unique()[:5].tolist()
+            raise ValueError(
+                f"input_ids contain ids {bad} outside the vocabulary [0, {vocab_size}). The tokenizer and the model "
+                "disagree: use the model's tokenizer, or model.resize_token_embeddings(len(tokenizer))."
+            )
+    else:
+        torch._assert_async(
+            ((input_ids >= 0) & (input_ids < vocab_size)).all(), f"input_ids outside the vocabulary [0, {vocab_size})"
+        )
+
+
+def check_prefix_mask(prefix_mask: torch.Tensor, batch_size: int, total_length: int) -> None:
+    if prefix_mask.dim() != 2 or prefix_mask.shape[0] != batch_size or prefix_mask.shape[1] > total_length:
+        raise ValueError(
+            f"prefix_mask has shape {tuple(prefix_mask.shape)}; expected (batch={batch_size}, length <= "
+            f"{total_length}): one row per sequence, 1 for prefix tokens, covering the sequence from its start."
+        )
+
+
+class FourfoldEncoderModel(FourfoldStack):
+    """Bidirectional encoder (BERT-style): every token attends to every non-padding token."""
+
+    config_class = FourfoldEncoderConfig
+    attention_pattern = "bidirectional"
+
+
+class FourfoldDecoderModel(FourfoldStack):
+    """Causal decoder (GPT-style): every token attends to itself and earlier tokens."""
+
+    config_class = FourfoldDecoderConfig
+    attention_pattern = "causal"
+
+
+class FourfoldPrefixLMModel(FourfoldStack):
+    """Prefix LM: one causal stack whose prefix (`prefix_mask == 1`) attends bidirectionally within itself."""
+
+    config_class = FourfoldPrefixLMConfig
+    attention_pattern = "prefix"
+
+
+class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
+    """Encoder-decoder: a bidirectional encoder stack and a causal decoder stack whose cross-attention reads the
+    final encoder layer. Both stacks and the output projection share one embedding, `shared`."""
+
+    config_class = FourfoldSeq2SeqConfig
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: FourfoldSeq2SeqConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.encoder = FourfoldStack(config, attention_pattern="bidirectional")
+        self.decoder = FourfoldStack(
+            config, attention_pattern="causal", has_cross_attention=True, num_layers=config.num_decoder_layers
+        )
+        self.encoder.embed_tokens = self.decoder.embed_tokens = self.shared
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
+
+    def get_encoder(self) -> FourfoldStack:
+        return self.encoder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        decoder_position_ids: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        r"""
+        Args:
+            input_ids / inputs_embeds / attention_mask / position_ids: the encoder input.
+            decoder_input_ids / decoder_inputs_embeds / decoder_attention_mask / decoder_position_ids: the decoder
+                input (for training, `labels` shifted right; see `prepare_decoder_input_ids_from_labels`).
+            encoder_outputs: a precomputed encoder output (as in `generate()`), skipping the encoder.
+            past_key_values: an `EncoderDecoderCache`.
+        """
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                **kwargs,
+            )
+        elif isinstance(encoder_outputs, (tuple, list)):  # return_dict=False output of the encoder
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError(
+                "The seq2seq decoder needs decoder_input_ids (or labels, from which the heads derive them)."
+            )
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            position_ids=decoder_position_ids,
+            inputs_embeds=decoder_inputs_embeds,
+            past_key_values=past_key_values,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,  # the final encoder layer, always
+            encoder_attention_mask=attention_mask,
+            encoder_position_ids=position_ids,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
