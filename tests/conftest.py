@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny models of the four configurations, built locally (no Hub access)."""
+
+import os
+
+import pytest
+import torch
+
+import fourfold  # noqa: F401  (registers the Auto classes)
+from fourfold.configuration import get_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ARCHITECTURES = ("encoder", "decoder", "prefix-lm", "seq2seq")
+GENERATIVE = ("decoder", "prefix-lm", "seq2seq")
+
+
+def tiny_config(architecture: str, **overrides):
+    """A tiny config with a small vocabulary; `overrides` set any field."""
+    return get_config(f"{architecture}-tiny", vocab_size=101, **overrides)
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def architecture(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=GENERATIVE)
+def generative_architecture(request) -> str:
+    return request.param
