@@ -8,6 +8,7 @@ Defaults are modern (pre-norm, RMSNorm, RoPE, SwiGLU, no biases); the `fourfold.
 `validate_architecture` runs at construction and raises with the argument name and the fix.
 """
 
+import copy
 from typing import ClassVar
 
 from transformers import PreTrainedConfig
@@ -40,10 +41,13 @@ class FourfoldConfig(PreTrainedConfig):
         position_embedding_type: `"rope"` (rotary, via transformers' rope utilities; see `rope_parameters`) or
             `"absolute"` (learned, like BERT/GPT-2/BART).
         position_offset: learned position `p` reads row `p + position_offset` (RoBERTa and BART reserve 2 rows).
+        padding_aware_positions: when no `position_ids` are given, count positions over non-pad tokens only
+            (`input_ids != pad_token_id`) and give pad tokens position -1, as RoBERTa does; `False`: 0, 1, 2, ...
         type_vocab_size: > 0 adds token-type (segment) embeddings, as in BERT.
         embedding_norm: a norm right after the embedding sum (BERT, BART).
         scale_embeddings: multiply token embeddings by sqrt(hidden_size).
         tie_word_embeddings: share the input embedding with the output projection.
+        lm_head_bias: the language-modeling output projection has a bias (BART's `final_logits_bias`).
 
     Regularisation and init:
         hidden_dropout / attention_dropout / classifier_dropout: dropout on sublayer outputs, attention
@@ -86,10 +90,12 @@ class FourfoldConfig(PreTrainedConfig):
     position_embedding_type: str = "rope"
     rope_parameters: dict | None = None
     position_offset: int = 0
+    padding_aware_positions: bool = False
     type_vocab_size: int = 0
     embedding_norm: bool = False
     scale_embeddings: bool = False
     tie_word_embeddings: bool = True
+    lm_head_bias: bool = False
 
     # Regularisation and init
     hidden_dropout: float | int = 0.0
@@ -116,6 +122,8 @@ class FourfoldConfig(PreTrainedConfig):
                 self.intermediate_size = 4 * self.hidden_size
         if self.position_embedding_type == "rope" and self.rope_parameters is None and "rope_theta" not in kwargs:
             self.rope_parameters = {"rope_type": "default", "rope_theta": 10_000.0}
+        if self.mlp_type == "plain":  # no gate_proj to shard (the plan is not serialised)
+            self.base_model_tp_plan = {k: v for k, v in self.base_model_tp_plan.items() if "gate_proj" not in k}
         super().__post_init__(**kwargs)
         # transformers runs `validate_*` methods only on configs decorated with huggingface_hub's `@strict`, which
         # this Hub-portable module may not import; so we run ours explicitly.
@@ -142,6 +150,13 @@ class FourfoldConfig(PreTrainedConfig):
                 f"num_attention_heads={self.num_attention_heads} must be a multiple of "
                 f"num_key_value_heads={self.num_key_value_heads} (grouped-query attention shares each key/value head "
                 "among a whole number of query heads)."
+            )
+        if self.padding_aware_positions and (
+            self.position_embedding_type != "absolute" or self.position_offset < 1 or self.pad_token_id is None
+        ):
+            raise ValueError(
+                "padding_aware_positions=True gives pad tokens position -1: it needs position_embedding_type="
+                "'absolute', position_offset >= 1 and a pad_token_id. Set those, or padding_aware_positions=False."
             )
         if self.position_embedding_type == "rope" and self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary position embeddings.")
@@ -192,6 +207,15 @@ class FourfoldSeq2SeqConfig(FourfoldConfig):
         if self.decoder_start_token_id is None:
             self.decoder_start_token_id = self.pad_token_id
         super().__post_init__(**kwargs)
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
+        """As transformers' (the KV cache sizes itself from `get_text_config(decoder=True)`), with the decoder's
+        `num_hidden_layers` set to `num_decoder_layers`."""
+        config = super().get_text_config(decoder=decoder, encoder=encoder)
+        if decoder and not encoder and config.num_hidden_layers != self.num_decoder_layers:
+            config = copy.deepcopy(config) if config is self else config
+            config.num_hidden_layers = self.num_decoder_layers
+        return config
 
     def validate_architecture(self):
         super().validate_architecture()

@@ -360,11 +360,12 @@ class FourfoldDecoderForCausalLM(FourfoldPreTrainedModel, GenerationMixin):
     config_class = FourfoldDecoderConfig
     model_class: ClassVar[type[FourfoldStack]] = FourfoldDecoderModel
     _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan: ClassVar[dict[str, str]] = {"lm_head": "colwise_gather_output"}  # the tied head reads a sharded embedding
 
     def __init__(self, config: FourfoldConfig):
         super().__init__(config)
         self.model = self.model_class(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
         self.post_init()
 
     @can_return_tuple
@@ -518,8 +519,10 @@ class FourfoldPrefixLMForSequenceClassification(FourfoldDecoderForSequenceClassi
     ) -> SequenceClassifierOutputWithPast:
         if prefix_mask is None and attention_mask is not None:
             prefix_mask = attention_mask
-        elif prefix_mask is None and input_ids is not None:
-            prefix_mask = torch.ones_like(input_ids)
+        elif prefix_mask is None:
+            tokens = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+            if tokens is not None:  # (B, T) ids or (B, T, hidden) embeddings: the whole input is the prefix
+                prefix_mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask, labels=labels, **kwargs
         )
@@ -578,11 +581,12 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
         "model.decoder.embed_tokens.weight": "model.shared.weight",
         "lm_head.weight": "model.shared.weight",
     }
+    _tp_plan: ClassVar[dict[str, str]] = {"lm_head": "colwise_gather_output"}  # the tied head reads a sharded embedding
 
     def __init__(self, config: FourfoldSeq2SeqConfig):
         super().__init__(config)
         self.model = FourfoldSeq2SeqModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
         self.post_init()
         # The default for a "ForConditionalGeneration" class is the causal (shifting) loss; ours is aligned already.
         self.loss_type = "ForMaskedLM"
@@ -655,9 +659,13 @@ class FourfoldSeq2SeqEncoderModel(FourfoldPreTrainedModel):
     def __init__(self, config: FourfoldSeq2SeqConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.encoder = FourfoldStack(config, attention_pattern="bidirectional")
-        self.encoder.embed_tokens = self.shared
+        self.encoder = FourfoldStack(config, attention_pattern="bidirectional")  # embed_tokens tied to `shared`
         self.post_init()
+
+    def init_parallel_plans(self) -> None:
+        """As `FourfoldSeq2SeqModel.init_parallel_plans`: the stack contributes its plan as `encoder.*`."""
+        super().init_parallel_plans()
+        self._tp_plan = {name: style for name, style in self._tp_plan.items() if name.startswith("encoder.")}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 from transformers import PreTrainedConfig
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import (
     create_bidirectional_mask,
     create_causal_mask,
@@ -85,7 +85,7 @@ def causal_mask(
         config=config,
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
-        past_key_values=past_key_values,
+        past_key_values=_unless_empty(past_key_values),
         position_ids=position_ids,
     )
 
@@ -120,6 +120,7 @@ def prefix_lm_mask(
             "prefix-LM mask; load the model with attn_implementation='sdpa', 'eager' or 'flex_attention'."
         )
     prefix = prefix_mask.to(device=inputs_embeds.device, dtype=torch.bool)
+    past_key_values = _unless_empty(past_key_values)
     documents = None
     if attention_mask is None and past_key_values is None:
         documents = document_ids(position_ids, inputs_embeds.shape[0])
@@ -166,6 +167,15 @@ def cross_attention_mask(
         encoder_hidden_states=encoder_hidden_states,
         and_mask_function=and_mask_function,
     )
+
+
+def _unless_empty(past_key_values: Cache | None) -> Cache | None:
+    """An empty dynamic cache changes nothing in the mask, but would hide packed documents from masking_utils (the
+    stacks create one whenever `use_cache` is on, e.g. in a plain forward): drop it. Static caches set the key length,
+    so they stay."""
+    if isinstance(past_key_values, DynamicCache) and past_key_values.get_seq_length() == 0:
+        return None
+    return past_key_values
 
 
 def _zeros_if_none(documents: torch.Tensor | None, position_ids: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqModelOutput
-from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_fourfold import (
@@ -222,7 +222,10 @@ class FourfoldStack(FourfoldPreTrainedModel):
         self._check_length(past_length + length)
 
         packed_position_ids = position_ids  # only positions the caller gave can mark document boundaries
-        if position_ids is None:
+        if position_ids is None and self.config.padding_aware_positions and input_ids is not None:
+            real = (input_ids != self.config.pad_token_id).long()  # RoBERTa: pads get -1, real tokens count on
+            position_ids = (torch.cumsum(real, dim=1) + past_length) * real - 1
+        elif position_ids is None:
             position_ids = torch.arange(past_length, past_length + length, device=self.device).unsqueeze(0)
         hidden_states = self.embed(input_ids, inputs_embeds, position_ids, token_type_ids)
 
@@ -362,8 +365,16 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
         self.decoder = FourfoldStack(
             config, attention_pattern="causal", has_cross_attention=True, num_layers=config.num_decoder_layers
         )
-        self.encoder.embed_tokens = self.decoder.embed_tokens = self.shared
+        # Tied by `_tied_weights_keys` (parameter tying), not by sharing the module: transformers' loader tracks
+        # missing keys per parameter name, and a shared module would hide a missing `shared.weight`.
         self.post_init()
+
+    def init_parallel_plans(self) -> None:
+        """transformers' plan merge, less the config's one-stack entries ("layers.*"), which name nothing at this
+        level: the stacks `encoder` and `decoder` contribute them under their own prefixes."""
+        super().init_parallel_plans()
+        stacks = ("encoder.", "decoder.")
+        self._tp_plan = {name: style for name, style in self._tp_plan.items() if name.startswith(stacks)}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
@@ -374,6 +385,7 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
     def get_encoder(self) -> FourfoldStack:
         return self.encoder
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
