@@ -15,6 +15,11 @@ ARCHITECTURES = ("encoder", "decoder", "prefix-lm", "seq2seq")
 GENERATIVE = ("decoder", "prefix-lm", "seq2seq")
 
 
+def pytest_configure(config):
+    # `slow` tests still run by default (and in CI); deselect them locally with -m "not slow".
+    config.addinivalue_line("markers", "slow: takes minutes the first time (e.g. builds a cached environment)")
+
+
 def tiny_config(architecture: str, **overrides):
     """A tiny config with a small vocabulary; `overrides` set any field."""
     return get_config(f"{architecture}-tiny", vocab_size=101, **overrides)
