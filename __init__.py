@@ -49,3 +49,8 @@ def _register() -> None:
 
 
 _register()
+
+# The pipelines transformers 5 dropped (text2text generation, extractive QA), under fourfold's own task names.
+from .modeling.pipelines import register_pipelines  # noqa: E402
+
+register_pipelines()

@@ -38,6 +38,7 @@ from .configuration_fourfold import (
     FourfoldSeq2SeqConfig,
 )
 from .layers import make_norm
+from .masks import prefix_lm_mask
 from .modeling_fourfold import (
     FourfoldDecoderModel,
     FourfoldEncoderModel,
@@ -201,14 +202,18 @@ class FourfoldEncoderForSequenceClassification(FourfoldPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
+        # `past_key_values`: keys/values prepended to every layer's own (PEFT prefix tuning; the attention mask then
+        # covers them too). A named argument, because PEFT looks for it in the signature.
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
             **kwargs,
         )
         logits = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))
@@ -452,6 +457,32 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
             elif prompt is not None and prompt.dim() == 2 and not prompt.is_floating_point():
                 prefix_mask = torch.ones_like(prompt)
         return super().generate(inputs, prefix_mask=prefix_mask, **kwargs)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> dict:
+        """`GenerationMixin`'s, but with a static (compileable) cache the 4D mask it builds ahead of the forward also
+        carries the prefix: transformers' builder knows only causal and padding masks, and the stack takes a 4D mask
+        as it is."""
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, past_key_values=past_key_values, attention_mask=attention_mask, prefix_mask=prefix_mask, **kwargs
+        )
+        prebuilt = getattr(past_key_values, "is_compileable", False) and (
+            attention_mask is None or attention_mask.dim() == 2
+        )
+        if prebuilt and prefix_mask is not None:
+            tokens = model_inputs.get("input_ids")
+            tokens = tokens if tokens is not None else model_inputs["inputs_embeds"]
+            metadata = torch.empty((*tokens.shape[:2], 0), dtype=self.dtype, device=tokens.device)  # (B, T, 0)
+            model_inputs["attention_mask"] = prefix_lm_mask(
+                self.config, metadata, attention_mask, past_key_values, prefix_mask, model_inputs.get("position_ids")
+            )
+        return model_inputs
 
 
 class FourfoldDecoderForSequenceClassification(FourfoldPreTrainedModel):

@@ -218,6 +218,7 @@ class FourfoldStack(FourfoldPreTrainedModel):
         self_attention_cache = past_key_values
         if isinstance(past_key_values, EncoderDecoderCache):
             self_attention_cache = past_key_values.self_attention_cache
+        # An int, or for a static cache a 0-dim tensor (so that compiled decoding does not recompile at every step).
         past_length = self_attention_cache.get_seq_length() if self_attention_cache is not None else 0
         self._check_length(past_length + length)
 
@@ -226,7 +227,7 @@ class FourfoldStack(FourfoldPreTrainedModel):
             real = (input_ids != self.config.pad_token_id).long()  # RoBERTa: pads get -1, real tokens count on
             position_ids = (torch.cumsum(real, dim=1) + past_length) * real - 1
         elif position_ids is None:
-            position_ids = torch.arange(past_length, past_length + length, device=self.device).unsqueeze(0)
+            position_ids = (torch.arange(length, device=self.device) + past_length).unsqueeze(0)
         hidden_states = self.embed(input_ids, inputs_embeds, position_ids, token_type_ids)
 
         # Who sees whom: built once here, consumed by every layer.
@@ -294,9 +295,13 @@ class FourfoldStack(FourfoldPreTrainedModel):
             hidden_states = self.embedding_norm(hidden_states)
         return self.embedding_dropout(hidden_states)
 
-    def _check_length(self, total_length: int) -> None:
+    def _check_length(self, total_length: int | torch.Tensor) -> None:
         limit = self.config.max_position_embeddings
-        if self.embed_positions is not None and total_length > limit:
+        if self.embed_positions is None:
+            return
+        if isinstance(total_length, torch.Tensor):  # a static cache's count: checked on the device, without a sync
+            torch._assert_async(total_length <= limit, f"sequence length exceeds max_position_embeddings={limit}")
+        elif total_length > limit:
             raise ValueError(
                 f"Sequence length {total_length} exceeds max_position_embeddings={limit} (learned positions). "
                 "Truncate the input (tokenizer truncation=True, max_length) or use a config with more positions."
@@ -319,12 +324,19 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         )
 
 
-def check_prefix_mask(prefix_mask: torch.Tensor, batch_size: int, total_length: int) -> None:
-    if prefix_mask.dim() != 2 or prefix_mask.shape[0] != batch_size or prefix_mask.shape[1] > total_length:
+def check_prefix_mask(prefix_mask: torch.Tensor, batch_size: int, total_length: int | torch.Tensor) -> None:
+    static_cache = isinstance(total_length, torch.Tensor)  # its count is checked on the device, without a sync
+    if (
+        prefix_mask.dim() != 2
+        or prefix_mask.shape[0] != batch_size
+        or (not static_cache and prefix_mask.shape[1] > total_length)
+    ):
         raise ValueError(
             f"prefix_mask has shape {tuple(prefix_mask.shape)}; expected (batch={batch_size}, length <= "
             f"{total_length}): one row per sequence, 1 for prefix tokens, covering the sequence from its start."
         )
+    if static_cache:
+        torch._assert_async(total_length >= prefix_mask.shape[1], "prefix_mask is longer than the sequence")
 
 
 class FourfoldEncoderModel(FourfoldStack):

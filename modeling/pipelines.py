@@ -17,7 +17,8 @@ import math
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, Pipeline
+from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
 TEXT2TEXT_TASK = "fourfold-text2text"
 QUESTION_ANSWERING_TASK = "fourfold-question-answering"
@@ -267,15 +268,13 @@ def best_spans(
 
 def register_pipelines() -> None:
     """Registers both pipelines with transformers' `PIPELINE_REGISTRY`, so `pipeline("fourfold-text2text", ...)`
-    works once fourfold is imported. Repeat calls are harmless."""
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM
-    from transformers.pipelines import PIPELINE_REGISTRY
-
+    works once fourfold is imported. The first registration stands: a second copy of this module (the same file
+    imported under another package name) must not replace the classes callers already hold."""
     for task, pipeline_class, auto_class in (
         (TEXT2TEXT_TASK, FourfoldText2TextPipeline, AutoModelForSeq2SeqLM),
         (QUESTION_ANSWERING_TASK, FourfoldQuestionAnsweringPipeline, AutoModelForQuestionAnswering),
     ):
-        if PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl") is not pipeline_class:
+        if task not in PIPELINE_REGISTRY.supported_tasks:
             PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=auto_class, type="text")
 
 

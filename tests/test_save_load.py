@@ -112,7 +112,8 @@ def test_saved_folder_carries_auto_map_and_hub_code(checkpoints, model_type, aut
     assert config["model_type"] == model_type
     assert config["auto_map"] == AUTO_MAP[model_type]  # every Auto class of the type, whichever class saved it
     assert config["architectures"] == [class_name]
-    assert HUB_FILES == ["configuration_fourfold.py", "heads.py", "layers.py", "masks.py", "modeling_fourfold.py"]
+    hub_modules = ["configuration_fourfold.py", "heads.py", "layers.py", "masks.py", "modeling_fourfold.py"]
+    assert HUB_FILES == [*hub_modules, "pipelines.py"]
     for name in HUB_FILES:
         assert (folder / name).read_bytes() == (MODELING_DIR / name).read_bytes()
     assert not (folder / "__init__.py").exists()
