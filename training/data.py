@@ -1,0 +1,143 @@
+"""Pretraining data: load raw text with `datasets`, tokenize it, and cut it into fixed-length training rows.
+
+Two ways to cut (`group_texts`):
+    grouping (packing=False)  concatenate every document and cut blocks of `block_size`; attention crosses documents,
+                              as in transformers' run_clm/run_mlm examples.
+    packing  (packing=True)   the same blocks, plus `position_ids` that restart at 0 at every document start (and at
+                              the start of every block). No attention_mask: fourfold models read restarting position
+                              ids as document boundaries (modeling/masks.py), so no token attends across documents.
+        documents  [a a a] [b b b b b] [c c]   block_size 4
+        rows       [a a a b]  [b b b b]  (the trailing [c c] is dropped, as in run_clm)
+        position   [0 1 2 0]  [0 1 2 3]
+"""
+
+from pathlib import Path
+
+from datasets import DatasetDict, IterableDatasetDict, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+BUNDLED_CORPUS = Path(__file__).parent / "data" / "moby_dick.jsonl"
+# File suffix -> `datasets` builder name.
+BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_text_dataset(
+    train_files: list[str] | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    text_column: str = "text",
+    validation_files: list[str] | None = None,
+    validation_split_percentage: float = 5.0,
+    streaming: bool = False,
+    seed: int = 42,
+) -> DatasetDict | IterableDatasetDict:
+    """A `DatasetDict` with `train` and `validation` splits of raw documents, each with a `text_column`.
+
+    Args:
+        train_files: local .txt / .json / .jsonl / .csv / .parquet files (one builder for all of them).
+        dataset_name / dataset_config_name: a Hub dataset instead of files.
+        text_column: the column holding the text; checked here so a typo fails before training.
+        validation_files: held-out files; without them `validation_split_percentage` % of train is held out.
+        streaming: iterate lazily (IterableDataset); the held-out split then needs `validation_files`.
+    """
+    if dataset_name:
+        raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
+    else:
+        files = {"train": _check_files(train_files, "train_files")}
+        if validation_files:
+            files["validation"] = _check_files(validation_files, "validation_files")
+        builder = BUILDERS[Path(files["train"][0]).suffix.lower()]
+        raw = load_dataset(builder, data_files=files, streaming=streaming)
+    if "validation" not in raw:
+        if streaming:
+            raise ValueError("streaming=True cannot hold out a split: pass validation_files (or a dataset with one).")
+        if not 0 < validation_split_percentage < 100:
+            raise ValueError(f"validation_split_percentage={validation_split_percentage} must be in (0, 100).")
+        split = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=seed)
+        raw = DatasetDict(train=split["train"], validation=split["test"])
+    columns = raw["train"].column_names
+    if columns is not None and text_column not in columns:
+        raise ValueError(f"text_column={text_column!r} is not a column of the data; its columns are {columns}.")
+    return raw
+
+
+def tokenize_and_group(
+    raw: DatasetDict | IterableDatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    text_column: str = "text",
+    packing: bool = True,
+    return_offsets: bool = False,
+    num_proc: int | None = None,
+) -> DatasetDict | IterableDatasetDict:
+    """Tokenizes every document (with the tokenizer's bos/eos or cls/sep framing) and cuts rows of `block_size`.
+
+    Rows have `input_ids` (and `position_ids` when `packing`; `offset_mapping` when `return_offsets`, which
+    whole-word masking needs). Raises when the data is too short to fill one block.
+    """
+    streaming = isinstance(raw, IterableDatasetDict)
+    map_kwargs = {} if streaming else dict(num_proc=num_proc, desc="tokenizing")
+
+    def tokenize(batch: dict) -> dict:
+        encoded = tokenizer(batch[text_column], return_offsets_mapping=return_offsets, verbose=False)
+        return {k: v for k, v in encoded.items() if k in ("input_ids", "offset_mapping")}
+
+    columns = raw["train"].column_names
+    tokenized = raw.map(tokenize, batched=True, remove_columns=columns, **map_kwargs)
+    if not streaming:
+        map_kwargs["desc"] = f"cutting blocks of {block_size}"
+    grouped = tokenized.map(lambda batch: group_texts(batch, block_size, packing), batched=True, **map_kwargs)
+    if not streaming:
+        for split, rows in grouped.items():
+            if len(rows) == 0:
+                raise ValueError(
+                    f"The {split} split has fewer than block_size={block_size} tokens: lower --block_size, "
+                    f"or give it more text."
+                )
+    return grouped
+
+
+def group_texts(batch: dict[str, list[list]], block_size: int, packing: bool) -> dict[str, list[list]]:
+    """Concatenates the documents of a batch and cuts them into rows of `block_size` (see the module docstring).
+
+    `batch["input_ids"]` is a list of documents; other list columns (e.g. `offset_mapping`) are cut alongside.
+    """
+    keys = [k for k in ("input_ids", "offset_mapping") if k in batch]
+    concatenated = {k: [x for document in batch[k] for x in document] for k in keys}
+    # Position of every token inside its own document: 0, 1, ... restarting at each document.
+    positions = [p for document in batch["input_ids"] for p in range(len(document))]
+    total = (len(positions) // block_size) * block_size  # drop the ragged tail, as run_clm does
+    rows = {k: [v[i : i + block_size] for i in range(0, total, block_size)] for k, v in concatenated.items()}
+    if packing:
+        # Restart at every block start as well: a block that begins mid-document is a document of its own.
+        rows["position_ids"] = [
+            restart_at_block_start(positions[i : i + block_size]) for i in range(0, total, block_size)
+        ]
+    return rows
+
+
+def restart_at_block_start(positions: list[int]) -> list[int]:
+    """[5, 6, 7, 0, 1] -> [0, 1, 2, 0, 1]: the leading fragment's positions, shifted to start at 0."""
+    offset = positions[0]
+    out = []
+    for p in positions:
+        if p == 0:
+            offset = 0
+        out.append(p - offset)
+    return out
+
+
+def _check_files(files: list[str] | None, flag: str) -> list[str]:
+    if not files:
+        raise ValueError(f"No training data: pass --{flag} (local files) or --dataset_name (a Hub dataset).")
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--{flag}: {file} does not exist; check the path.")
+        if path.stat().st_size == 0:
+            raise ValueError(f"--{flag}: {file} is empty; give a file with text in it.")
+        if path.suffix.lower() not in BUILDERS:
+            raise ValueError(f"--{flag}: {file} has an unknown suffix; use one of {', '.join(BUILDERS)}.")
+    if len({BUILDERS[Path(f).suffix.lower()] for f in files}) > 1:
+        raise ValueError(f"--{flag}: mix of file types {files}; convert them to one format.")
+    return [str(f) for f in files]

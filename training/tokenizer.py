@@ -1,0 +1,182 @@
+"""Tokenizers for pretraining: train one on the corpus with the `tokenizers` library, or load an existing one.
+
+Each architecture gets the algorithm and special tokens its objective needs (`TOKENIZER_KINDS`):
+    encoder     WordPiece; [CLS] text [SEP]; [MASK] for masked LM                          (BERT)
+    decoder     byte-level BPE; <s> text </s>                                               (GPT-2 / Llama)
+    prefix-lm   byte-level BPE; <s> text </s>                                               (the decoder's)
+    seq2seq     Unigram (or BPE); text </s>; sentinels <extra_id_0> ... for span corruption (T5)
+Every tokenizer has distinct pad / bos / eos / unk ids (pad != eos, so padding never hides an end of text) and a mask
+token. `model_special_ids` gives the ids a model config must copy, so a config always follows its tokenizer.
+"""
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+# The default algorithm per architecture; any architecture may use any of ALGORITHMS.
+TOKENIZER_KINDS: dict[str, str] = {"encoder": "wordpiece", "decoder": "bpe", "prefix-lm": "bpe", "seq2seq": "unigram"}
+ALGORITHMS = ("wordpiece", "bpe", "unigram")
+
+
+def special_tokens_for(architecture: str, num_sentinels: int = 100) -> dict[str, str | list[str]]:
+    """The special tokens of an architecture's tokenizer, as `PreTrainedTokenizerFast` keyword arguments."""
+    if architecture == "encoder":
+        tokens = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        # bos/eos alias cls/sep, as in RoBERTa, so every tokenizer has all four ids.
+        return {**tokens, "bos_token": "[CLS]", "eos_token": "[SEP]"}
+    tokens = dict(pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
+    if architecture == "seq2seq":
+        tokens["extra_special_tokens"] = [f"<extra_id_{i}>" for i in range(num_sentinels)]
+    return tokens
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    architecture: str,
+    vocab_size: int,
+    algorithm: str | None = None,
+    num_sentinels: int = 100,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+) -> PreTrainedTokenizerFast:
+    """Trains a tokenizer for `architecture` on `texts` and wraps it for transformers.
+
+    Args:
+        texts: the training text, one document per item (an iterator is fine).
+        architecture: `"encoder"`, `"decoder"`, `"prefix-lm"` or `"seq2seq"`: picks the special tokens and template.
+        vocab_size: total vocabulary size, special tokens included.
+        algorithm: `"wordpiece"`, `"bpe"` (byte-level) or `"unigram"`; `None` means `TOKENIZER_KINDS[architecture]`.
+        num_sentinels: seq2seq only: how many `<extra_id_i>` sentinels span corruption may use.
+        min_frequency: BPE/WordPiece merges need a pair seen at least this often.
+        model_max_length: recorded on the tokenizer (the longest input it will truncate to).
+    """
+    if architecture not in TOKENIZER_KINDS:
+        raise ValueError(f"architecture={architecture!r}: choose one of {', '.join(TOKENIZER_KINDS)}.")
+    algorithm = algorithm or TOKENIZER_KINDS[architecture]
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"tokenizer algorithm={algorithm!r}: choose one of {', '.join(ALGORITHMS)}.")
+    specials = special_tokens_for(architecture, num_sentinels)
+    # Special tokens first, in a fixed order, so their ids are small and stable: pad=0, then bos/unk/eos...
+    special_list = list(dict.fromkeys(v for k, v in specials.items() if isinstance(v, str) and k != "pad_token"))
+    special_list = [specials["pad_token"], *special_list, *specials.get("extra_special_tokens", [])]
+    if vocab_size <= len(special_list) + 64:
+        raise ValueError(f"vocab_size={vocab_size} leaves no room beside {len(special_list)} special tokens.")
+
+    if algorithm == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=specials["unk_token"]))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=special_list, min_frequency=min_frequency, show_progress=False
+        )
+    elif algorithm == "bpe":
+        # Byte-level: every string is encodable, so unk never appears in practice.
+        tokenizer = Tokenizer(models.BPE(unk_token=specials["unk_token"]))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=special_list,
+            min_frequency=min_frequency,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=special_list, unk_token=specials["unk_token"], show_progress=False
+        )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+
+    # What `tokenizer(text)` adds around the text: the objective's framing.
+    if architecture == "encoder":
+        first, last = specials["cls_token"], specials["sep_token"]
+        single, pair = f"{first} $A {last}", f"{first} $A {last} $B:1 {last}:1"
+    elif architecture == "seq2seq":
+        first, last = None, specials["eos_token"]  # T5: no bos; the decoder starts from pad
+        single, pair = f"$A {last}", f"$A {last} $B:1 {last}:1"
+    else:
+        first, last = specials["bos_token"], specials["eos_token"]
+        single, pair = f"{first} $A {last}", f"{first} $A {last} $B:1 {last}:1"
+    used = [t for t in (first, last) if t is not None]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair, special_tokens=[(t, tokenizer.token_to_id(t)) for t in used]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **specials)
+
+
+def load_or_train_tokenizer(
+    name_or_path: str | None,
+    architecture: str,
+    texts: Iterable[str] | None = None,
+    vocab_size: int = 8000,
+    algorithm: str | None = None,
+    num_sentinels: int = 100,
+) -> PreTrainedTokenizerBase:
+    """Loads `name_or_path` (a local folder, or a Hub name unless `HF_HUB_OFFLINE=1`), or trains one on `texts`.
+
+    A loaded tokenizer is checked against the architecture (`check_special_tokens`); a trained one has what it needs.
+    """
+    if name_or_path:
+        if not Path(name_or_path).exists() and os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "TRUE"):
+            raise FileNotFoundError(
+                f"tokenizer {name_or_path!r} is not a local folder and HF_HUB_OFFLINE is set: pass a local path, "
+                "unset HF_HUB_OFFLINE, or leave the tokenizer name empty to train one on the corpus."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    else:
+        if texts is None:
+            raise ValueError("Training a tokenizer needs `texts`.")
+        tokenizer = train_tokenizer(texts, architecture, vocab_size, algorithm, num_sentinels)
+    check_special_tokens(tokenizer, architecture)
+    return tokenizer
+
+
+def sentinel_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of `<extra_id_0>`, `<extra_id_1>`, ... in order (empty when the tokenizer has none)."""
+    ids = []
+    while (token_id := tokenizer.convert_tokens_to_ids(f"<extra_id_{len(ids)}>")) not in (None, tokenizer.unk_token_id):
+        ids.append(token_id)
+    return ids
+
+
+def check_special_tokens(tokenizer: PreTrainedTokenizerBase, architecture: str) -> None:
+    """Raises, naming the fix, when `tokenizer` lacks a special token that `architecture`'s objective needs."""
+    needed = {"pad_token": "padding"}
+    if architecture == "encoder":
+        needed["mask_token"] = "masked-LM corruption"
+    else:
+        needed["eos_token"] = "marking the end of a text"
+    missing = [f"{name} (for {why})" for name, why in needed.items() if getattr(tokenizer, name) is None]
+    if architecture == "seq2seq" and not sentinel_ids(tokenizer):
+        missing.append("sentinel tokens <extra_id_0>, <extra_id_1>, ... (for span corruption)")
+    if missing:
+        raise ValueError(
+            f"The tokenizer lacks {', '.join(missing)}, which {architecture} pretraining needs: add them with "
+            "`tokenizer.add_special_tokens(...)` and save it, or leave --tokenizer_name empty to train a tokenizer."
+        )
+    if architecture != "encoder" and tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError(
+            "The tokenizer's pad token is its eos token, so the loss would ignore every end of text: give it a "
+            "distinct pad token (`tokenizer.add_special_tokens({'pad_token': '<pad>'})`)."
+        )
+
+
+def model_special_ids(tokenizer: PreTrainedTokenizerBase, architecture: str) -> dict[str, int | None]:
+    """Config fields that must follow the tokenizer: vocab size and the pad/bos/eos (/decoder start) ids."""
+    ids = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if architecture == "seq2seq":
+        ids["decoder_start_token_id"] = tokenizer.pad_token_id  # T5's convention: the decoder starts from pad
+    return ids
