@@ -463,14 +463,20 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
         input_ids: torch.LongTensor,
         past_key_values: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> dict:
         """`GenerationMixin`'s, but with a static (compileable) cache the 4D mask it builds ahead of the forward also
         carries the prefix: transformers' builder knows only causal and padding masks, and the stack takes a 4D mask
-        as it is."""
+        as it is. (`inputs_embeds` is named because generate() looks for it in this signature.)"""
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, past_key_values=past_key_values, attention_mask=attention_mask, prefix_mask=prefix_mask, **kwargs
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            prefix_mask=prefix_mask,
+            **kwargs,
         )
         prebuilt = getattr(past_key_values, "is_compileable", False) and (
             attention_mask is None or attention_mask.dim() == 2
