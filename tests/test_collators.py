@@ -4,17 +4,21 @@ A word-level tokenizer with known ids makes the examples readable: [PAD]=0 <s>=1
 sentinels <extra_id_0..9> = 5..14, then the letters a..z = 15..40.
 """
 
+import copy
 import string
 
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from fourfold.training.collators import (
+    MODE_TOKENS,
     CausalLMCollator,
     MaskedLMCollator,
+    MixtureOfDenoisersCollator,
     PrefixLMCollator,
     SpanCorruptionCollator,
     apply_noise_mask,
@@ -22,7 +26,8 @@ from fourfold.training.collators import (
     noise_counts,
     random_spans_noise_mask,
 )
-from fourfold.training.data import group_texts, restart_at_block_start
+from fourfold.training.data import FRAMING, append_eos, group_texts, restart_at_block_start, tokenize_and_group
+from fourfold.training.tokenizer import train_tokenizer
 
 SPECIALS = ["[PAD]", "<s>", "</s>", "[UNK]", "[MASK]"] + [f"<extra_id_{i}>" for i in range(10)]
 LETTERS = list(string.ascii_lowercase)
@@ -64,6 +69,58 @@ def test_group_texts_packing_restarts_positions_at_document_starts():
 def test_restart_at_block_start():
     assert restart_at_block_start([5, 6, 7, 0, 1]) == [0, 1, 2, 0, 1]
     assert restart_at_block_start([0, 1, 0, 0, 1]) == [0, 1, 0, 0, 1]
+
+
+def test_append_eos_once():
+    batch = {
+        "input_ids": [[1, 7, 8], [1, 9, 2], []],
+        "offset_mapping": [[(0, 0), (0, 3), (4, 6)], [(0, 0), (0, 2), (0, 0)], []],
+    }
+    out = append_eos(batch, eos_token_id=2)
+    assert out["input_ids"] == [[1, 7, 8, 2], [1, 9, 2], [2]]  # a document already ending in eos keeps one
+    assert out["offset_mapping"][0][-1] == (0, 0) and len(out["offset_mapping"][1]) == 3
+
+
+TEXTS = ["call me ishmael some years ago never mind how long precisely"] * 40
+
+
+@pytest.mark.parametrize("architecture", ["decoder", "prefix-lm"])
+def test_causal_prompts_end_without_eos_but_documents_end_with_it(architecture):
+    """A prompt tokenized as the text-generation pipeline does (with special tokens) is `<s> text`, ready to continue;
+    a pretraining document is `<s> text </s>`, so the model learns to stop."""
+    tokenizer = train_tokenizer(TEXTS, architecture, vocab_size=300)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    prompt = tokenizer("call me ishmael").input_ids
+    assert prompt[0] == bos and eos not in prompt
+    assert tokenizer.decode(prompt, skip_special_tokens=True) == "call me ishmael"
+
+    documents = ["call me ishmael", "some years ago", "never mind how long"]
+    raw = DatasetDict(train=Dataset.from_dict({"text": documents}), validation=Dataset.from_dict({"text": documents}))
+    rows = tokenize_and_group(raw, tokenizer, block_size=8, framing=FRAMING[architecture])["train"]
+    ids = [t for row in rows["input_ids"] for t in row]
+    positions = [p for row in rows["position_ids"] for p in row]
+    expected = [t for d in documents for t in [bos, *tokenizer(d, add_special_tokens=False).input_ids, eos]]
+    assert ids == expected[: len(ids)] and len(ids) > len(expected) - 8  # only the ragged tail is dropped
+    # Every document starts with <s> and the token before it is the previous document's </s>.
+    starts = [i for i, t in enumerate(expected) if t == bos]
+    assert all(expected[i - 1] == eos for i in starts[1:]) and expected[-1] == eos
+    assert [positions[i] for i in starts if i < len(ids)] == [0] * len([i for i in starts if i < len(ids)])
+
+
+def test_encoder_and_seq2seq_framing():
+    """Encoder documents are [CLS] text [SEP] (the template); seq2seq documents are bare text, since span corruption
+    ends each corrupted input and target with </s> itself (an eos in the text would land in the last noise span)."""
+    documents = ["call me ishmael", "some years ago"]
+    raw = DatasetDict(train=Dataset.from_dict({"text": documents}), validation=Dataset.from_dict({"text": documents}))
+    for architecture, framing in (("encoder", "[CLS] {} [SEP]"), ("seq2seq", "{}")):
+        tokenizer = train_tokenizer(TEXTS, architecture, vocab_size=300, num_sentinels=4)
+        rows = tokenize_and_group(raw, tokenizer, block_size=2, packing=False, framing=FRAMING[architecture])
+        ids = [t for row in rows["train"]["input_ids"] for t in row]
+        expected = [t for d in documents for t in tokenizer(framing.format(d), add_special_tokens=False).input_ids]
+        assert ids == expected[: len(ids)] and len(ids) >= len(expected) - 1, architecture
+        if architecture == "seq2seq":
+            assert tokenizer.eos_token_id not in ids
+            assert tokenizer("call me").input_ids[-1] == tokenizer.eos_token_id  # task inputs keep T5's </s>
 
 
 # Masked LM -------------------------------------------------------------------------------------------------------
@@ -199,3 +256,66 @@ def test_packed_span_corruption_keeps_documents_apart(tokenizer):
         assert decoder_inputs == [tokenizer.pad_token_id, *dec[:-1]]
     assert set(labels[decoder_starts[3] :]) == {-100}
     assert set(inputs[encoder_starts[3] :]) == {tokenizer.pad_token_id}
+
+
+# UL2 mixture of denoisers ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ul2_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
+    ul2 = copy.deepcopy(tokenizer)
+    ul2.add_tokens(list(MODE_TOKENS), special_tokens=True)  # [NLU]=41 [NLG]=42 [S2S]=43
+    return ul2
+
+
+def packed(*documents: str) -> dict:
+    return {
+        "input_ids": [t for d in documents for t in ids(d)],
+        "position_ids": [p for d in documents for p in range(len(d))],
+    }
+
+
+def documents_of(batch: dict, row: int) -> list[tuple[list[int], list[int]]]:
+    """(input, target) per document of a packed batch row, the trailing padding document left out."""
+    inputs, positions = batch["input_ids"][row].tolist(), batch["position_ids"][row].tolist()
+    labels, decoder_positions = batch["labels"][row].tolist(), batch["decoder_position_ids"][row].tolist()
+    starts = [i for i, p in enumerate(positions) if p == 0] + [len(inputs)]
+    decoder_starts = [i for i, p in enumerate(decoder_positions) if p == 0] + [len(labels)]
+    return [
+        (inputs[a:b], labels[c:d])
+        for a, b, c, d in zip(starts[:-2], starts[1:-1], decoder_starts[:-2], decoder_starts[1:-1], strict=True)
+    ]
+
+
+def test_ul2_sequential_denoiser_hand_worked(ul2_tokenizer):
+    collator = MixtureOfDenoisersCollator(ul2_tokenizer, probabilities=(0, 0, 1), seed=0)
+    (inputs, targets), *_ = documents_of(collator([packed("abcdef")]), 0)
+    split = len(inputs) - 2  # [S2S] prefix </s>
+    assert inputs == [43, *ids("abcdef")[:split], 2] and targets == [*ids("abcdef")[split:], 2]
+    assert 1 <= split <= 5
+
+
+@pytest.mark.parametrize("kind, mode, density, span", [(0, 41, 0.15, 3.0), (1, 42, 0.5, 8.0)])
+def test_ul2_span_denoisers_reconstruct(ul2_tokenizer, kind, mode, density, span):
+    probabilities = tuple(float(k == kind) for k in range(3))
+    collator = MixtureOfDenoisersCollator(ul2_tokenizer, probabilities=probabilities, seed=0)
+    long, short = "abcdefghijklmnopqrstuvwxyz" * 2, "klmnopqrst"
+    (long_inputs, long_targets), (short_inputs, short_targets) = documents_of(collator([packed(long, short)]), 0)
+    sentinels = list(range(5, 15))
+    assert long_inputs[0] == short_inputs[0] == mode
+    assert reconstruct(long_inputs[1:], long_targets, sentinels) == ids(long)
+    assert reconstruct(short_inputs[1:], short_targets, sentinels) == ids(short)
+    noise = [t for t in long_targets[:-1] if t not in sentinels]
+    assert len(noise) == noise_counts(len(long), density, span)[0]  # 8 of 52 (R), 26 of 52 (X)
+
+
+def test_ul2_mixture_rates_and_packed_only(tokenizer, ul2_tokenizer):
+    collator = MixtureOfDenoisersCollator(ul2_tokenizer, seed=0)
+    batch = collator([packed("abcdefgh", "ijklmnop", "qrstuvwx") for _ in range(400)])
+    modes = [inputs[0] for row in range(400) for inputs, _ in documents_of(batch, row)]
+    rates = [modes.count(m) / len(modes) for m in (41, 42, 43)]
+    assert rates == pytest.approx([0.4, 0.4, 0.2], abs=0.03)
+    with pytest.raises(ValueError, match="packed rows"):
+        collator([{"input_ids": ids("abcdefgh")}])
+    with pytest.raises(ValueError, match="mode tokens"):
+        MixtureOfDenoisersCollator(tokenizer)

@@ -3,7 +3,8 @@
     encoder     masked LM: transformers' DataCollatorForLanguageModeling (15% of tokens, 80/10/10), kept packing-aware
     decoder     causal LM: labels = input ids (the model shifts them); -100 where a new document starts
     prefix-lm   prefix LM: a random split point per row; prefix_mask = 1 before it, labels -100 on the prefix
-    seq2seq     T5 span corruption: noise spans -> sentinels in the input; the target lists the spans after them
+    seq2seq     T5 span corruption: noise spans -> sentinels in the input; the target lists the spans after them;
+                or UL2's mixture of denoisers (span corruption, regular and extreme, and prefix -> continuation)
 
 Every collator accepts rows with `position_ids` (packed rows, see data.py) and then returns no attention_mask, so
 the models keep documents apart; rows without them are fixed-length blocks that need no padding.
@@ -252,10 +253,15 @@ class SpanCorruptionCollator:
 
     def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[list[int], list[int]]:
         """(input, target) of one document, each ending in eos."""
+        return self.span_corrupt(tokens, rng, self.noise_density, self.mean_noise_span_length)
+
+    def span_corrupt(
+        self, tokens: np.ndarray, rng: np.random.Generator, noise_density: float, mean_noise_span_length: float
+    ) -> tuple[list[int], list[int]]:
         eos = self.tokenizer.eos_token_id
         if len(tokens) < 2:  # nothing to corrupt and keep: the target is just eos
             return [*tokens.tolist(), eos], [eos]
-        noise = random_spans_noise_mask(len(tokens), self.noise_density, self.mean_noise_span_length, rng)
+        noise = random_spans_noise_mask(len(tokens), noise_density, mean_noise_span_length, rng)
         span_starts = noise & ~np.concatenate([[False], noise[:-1]])
         num_spans = int(span_starts.sum())
         if num_spans > len(self._sentinels):
@@ -312,6 +318,57 @@ class SpanCorruptionCollator:
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
 
 
+# UL2's mode tokens, one per kind of denoiser (R, X, S); `fourfold pretrain --objective ul2` adds them to the tokenizer.
+MODE_TOKENS = ("[NLU]", "[NLG]", "[S2S]")
+
+
+@dataclass
+class MixtureOfDenoisersCollator(SpanCorruptionCollator):
+    """UL2's mixture of denoisers (Tay et al., 2022), one of each kind, drawn per document with `probabilities`:
+
+        R  [NLU]  regular span corruption: `noise_density` 0.15, spans of 3 (T5's)
+        X  [NLG]  extreme span corruption: `x_noise_density` 0.5, spans of `x_mean_noise_span_length` 8
+        S  [S2S]  sequential: the input is a prefix of the document (split uniformly), the target the rest
+
+    The mode token starts the input, so the model knows the task (and a user picks one at inference):
+        document  [a b c d e f]
+        S, split at 2           input [S2S a b </s>]            target [c d e f </s>]
+        R, noise [0 0 0 0 1 1]  input [NLU a b c d X0 </s>]     target [X0 e f </s>]
+    Packed rows only (`position_ids`): the denoisers give inputs and targets of different lengths, which packing
+    lines up without an attention mask.
+    """
+
+    probabilities: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    x_noise_density: float = 0.5
+    x_mean_noise_span_length: float = 8.0
+    _modes: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._modes = [self.tokenizer.convert_tokens_to_ids(t) for t in MODE_TOKENS]
+        if None in self._modes or self.tokenizer.unk_token_id in self._modes:
+            raise ValueError(f"UL2 needs the mode tokens {MODE_TOKENS}: `tokenizer.add_tokens(MODE_TOKENS, True)`.")
+        if not np.isclose(sum(self.probabilities), 1.0) or min(self.probabilities) < 0:
+            raise ValueError(f"probabilities={self.probabilities} must be three non-negative numbers summing to 1.")
+
+    def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        kind = int(rng.choice(3, p=self.probabilities))
+        if kind == 2:  # S: prefix -> continuation
+            split = int(rng.integers(1, len(tokens))) if len(tokens) >= 2 else len(tokens)
+            inputs, targets = [*tokens[:split].tolist(), self.tokenizer.eos_token_id], [*tokens[split:].tolist()]
+            targets.append(self.tokenizer.eos_token_id)
+        elif kind == 1:
+            inputs, targets = self.span_corrupt(tokens, rng, self.x_noise_density, self.x_mean_noise_span_length)
+        else:
+            inputs, targets = self.span_corrupt(tokens, rng, self.noise_density, self.mean_noise_span_length)
+        return [self._modes[kind], *inputs], targets
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if "position_ids" not in examples[0]:
+            raise ValueError("The UL2 mixture needs packed rows (--packing true): its inputs differ in length.")
+        return super().__call__(examples)
+
+
 def collator_for(
     architecture: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -321,14 +378,17 @@ def collator_for(
     noise_density: float = 0.15,
     mean_noise_span_length: float = 3.0,
     seed: int | None = None,
+    objective: str | None = None,
 ):
-    """The pretraining collator of `architecture`, with its objective's parameters."""
+    """The pretraining collator of `architecture` (and `objective`, where it has a choice), with its parameters."""
     if architecture == "encoder":
         return MaskedLMCollator(tokenizer, mlm_probability, whole_word_mask=whole_word_mask, seed=seed)
     if architecture == "decoder":
         return CausalLMCollator(tokenizer)
     if architecture == "prefix-lm":
         return PrefixLMCollator(tokenizer, prefix_fraction, seed=seed)
+    if architecture == "seq2seq" and objective == "ul2":
+        return MixtureOfDenoisersCollator(tokenizer, noise_density, mean_noise_span_length, seed=seed)
     if architecture == "seq2seq":
         return SpanCorruptionCollator(tokenizer, noise_density, mean_noise_span_length, seed=seed)
     raise ValueError(f"architecture={architecture!r}: choose encoder, decoder, prefix-lm or seq2seq.")

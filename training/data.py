@@ -9,6 +9,8 @@ Two ways to cut (`group_texts`):
         documents  [a a a] [b b b b b] [c c]   block_size 4
         rows       [a a a b]  [b b b b]  (the trailing [c c] is dropped, as in run_clm)
         position   [0 1 2 0]  [0 1 2 3]
+Each document is framed first (`FRAMING`): the tokenizer's template adds what belongs to every input (bos, cls/sep),
+and a causal LM's documents get their eos here, because a prompt tokenized with the same template must not end in one.
 """
 
 from pathlib import Path
@@ -17,6 +19,12 @@ from datasets import DatasetDict, IterableDatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 BUNDLED_CORPUS = Path(__file__).parent / "data" / "moby_dick.jsonl"
+# How each architecture frames a pretraining document:
+#   encoder    [CLS] text [SEP]   "template": the tokenizer's template (BERT)
+#   decoder    <s> text </s>      "template+eos": the template adds <s> only (prompts must not end in </s>), so </s>
+#   prefix-lm  <s> text </s>          is appended here: the model learns where a text ends, and so when to stop
+#   seq2seq    text               "bare": span corruption ends each corrupted input and its target with </s> (T5)
+FRAMING = {"encoder": "template", "decoder": "template+eos", "prefix-lm": "template+eos", "seq2seq": "bare"}
 # File suffix -> `datasets` builder name.
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -69,18 +77,29 @@ def tokenize_and_group(
     packing: bool = True,
     return_offsets: bool = False,
     num_proc: int | None = None,
+    framing: str = "template",
 ) -> DatasetDict | IterableDatasetDict:
-    """Tokenizes every document (with the tokenizer's bos/eos or cls/sep framing) and cuts rows of `block_size`.
+    """Tokenizes every document, framed by `framing` (a value of `FRAMING`), and cuts rows of `block_size`.
 
     Rows have `input_ids` (and `position_ids` when `packing`; `offset_mapping` when `return_offsets`, which
     whole-word masking needs). Raises when the data is too short to fill one block.
     """
+    if framing not in ("template", "template+eos", "bare"):
+        raise ValueError(f"framing={framing!r}: choose 'template', 'template+eos' or 'bare'.")
     streaming = isinstance(raw, IterableDatasetDict)
     map_kwargs = {} if streaming else dict(num_proc=num_proc, desc="tokenizing")
 
     def tokenize(batch: dict) -> dict:
-        encoded = tokenizer(batch[text_column], return_offsets_mapping=return_offsets, verbose=False)
-        return {k: v for k, v in encoded.items() if k in ("input_ids", "offset_mapping")}
+        encoded = tokenizer(
+            batch[text_column],
+            add_special_tokens=framing != "bare",
+            return_offsets_mapping=return_offsets,
+            verbose=False,
+        )
+        rows = {k: v for k, v in encoded.items() if k in ("input_ids", "offset_mapping")}
+        if framing == "template+eos":
+            rows = append_eos(rows, tokenizer.eos_token_id)
+        return rows
 
     columns = raw["train"].column_names
     tokenized = raw.map(tokenize, batched=True, remove_columns=columns, **map_kwargs)
@@ -95,6 +114,22 @@ def tokenize_and_group(
                     f"or give it more text."
                 )
     return grouped
+
+
+def append_eos(batch: dict[str, list[list]], eos_token_id: int) -> dict[str, list[list]]:
+    """Ends every document with `eos_token_id` unless it already ends with it (a template that adds eos itself).
+
+    An appended eos gets the offset (0, 0) of a special token.
+    """
+    ends = [not ids or ids[-1] != eos_token_id for ids in batch["input_ids"]]
+    out = {
+        "input_ids": [[*ids, eos_token_id] if end else ids for ids, end in zip(batch["input_ids"], ends, strict=True)]
+    }
+    if "offset_mapping" in batch:
+        out["offset_mapping"] = [
+            [*o, (0, 0)] if end else o for o, end in zip(batch["offset_mapping"], ends, strict=True)
+        ]
+    return out
 
 
 def group_texts(batch: dict[str, list[list]], block_size: int, packing: bool) -> dict[str, list[list]]:

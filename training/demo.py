@@ -2,8 +2,8 @@
 
 Each architecture runs its shipped recipe (configuration/pretrain-<architecture>-tiny.yaml) through
 `fourfold pretrain`: a tokenizer trained on the text, then masked LM / causal LM / prefix LM / span corruption.
-The demo prints the held-out loss before and after, throughput and samples; each model, its tokenizer, loss curve
-and full log are saved to outputs/<architecture>/.
+The demo prints the held-out loss at every evaluation (every 50 steps), throughput and samples; each model, its
+tokenizer, loss curve and full log are saved to outputs/<architecture>/. About 2.5 minutes on 2 idle CPU cores.
 """
 
 import argparse
@@ -53,14 +53,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(architecture: str, output_dir: Path, flags: list[str], seconds: float) -> str:
-    """One line: held-out loss and perplexity before -> after, wall time, training tokens per second."""
+    """One line: held-out loss at every evaluation, perplexity before -> after, wall time, training tokens/s."""
     results = json.loads((output_dir / "all_results.json").read_text())
     state = json.loads((output_dir / "trainer_state.json").read_text())
     _, data_args, _, _, training_args = pretrain.parse_arguments(flags)
     # Input tokens the model read while training (seq2seq: encoder input tokens; targets are extra).
     tokens = state["global_step"] * training_args.per_device_train_batch_size * data_args.block_size
+    # One loss per evaluated step (the final evaluation repeats the last scheduled one).
+    curve = {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
     return (
-        f"{architecture:>9}: eval loss {results['eval_before_loss']:.2f} -> {results['eval_loss']:.2f} "
+        f"{architecture:>9}: eval loss {' '.join(f'{loss:.2f}' for loss in curve.values())} at steps {min(curve)}.."
+        f"{max(curve)} "
         f"(perplexity {results['eval_before_perplexity']:,.0f} -> {results['eval_perplexity']:,.1f}), "
         f"{state['global_step']} steps, {seconds:.0f} s wall ({results['train_runtime']:.0f} s training, "
         f"{tokens / results['train_runtime']:,.0f} tokens/s)"

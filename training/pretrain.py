@@ -1,7 +1,8 @@
 """`fourfold pretrain RECIPE.yaml [--flag value ...]`: pretrain one of the four configurations from scratch.
 
 Reads top to bottom: parse -> tokenizer -> model from a named configuration -> data -> collator -> Trainer -> save.
-Objectives: masked LM (encoder), causal LM (decoder), prefix LM (prefix-lm), T5 span corruption (seq2seq).
+Objectives: masked LM or ELECTRA replaced-token detection (encoder), causal LM (decoder), prefix LM (prefix-lm),
+T5 span corruption or UL2's mixture of denoisers (seq2seq).
 
 The flags are the dataclasses below plus every `transformers.TrainingArguments` flag. A YAML recipe holds the same
 keys and gives the defaults; flags after it win (`fourfold pretrain configuration/pretrain-decoder-tiny.yaml
@@ -34,8 +35,9 @@ from fourfold.modeling import (
     FourfoldPrefixLMForCausalLM,
     FourfoldSeq2SeqForConditionalGeneration,
 )
-from fourfold.training.collators import collator_for, compute_input_and_target_lengths
-from fourfold.training.data import BUNDLED_CORPUS, load_text_dataset, tokenize_and_group
+from fourfold.training.collators import MODE_TOKENS, collator_for, compute_input_and_target_lengths
+from fourfold.training.data import BUNDLED_CORPUS, FRAMING, load_text_dataset, tokenize_and_group
+from fourfold.training.electra import ReplacedTokenDetection
 from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
 
 PRETRAINING_HEADS: dict[str, type[PreTrainedModel]] = {
@@ -44,8 +46,13 @@ PRETRAINING_HEADS: dict[str, type[PreTrainedModel]] = {
     "prefix-lm": FourfoldPrefixLMForCausalLM,
     "seq2seq": FourfoldSeq2SeqForConditionalGeneration,
 }
-# The objective each architecture trains with; `--objective` must match (it is there to catch mismatched recipes).
-OBJECTIVES = {"encoder": "mlm", "decoder": "clm", "prefix-lm": "prefix-lm", "seq2seq": "span-corruption"}
+# The objectives each architecture trains with, its default first; `--objective` must be one of them.
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "encoder": ("mlm", "electra"),
+    "decoder": ("clm",),
+    "prefix-lm": ("prefix-lm",),
+    "seq2seq": ("span-corruption", "ul2"),
+}
 
 
 @dataclass
@@ -105,7 +112,10 @@ class TokenizerArguments:
 class ObjectiveArguments:
     objective: str | None = field(
         default=None,
-        metadata={"help": "mlm, clm, prefix-lm or span-corruption; default and only choice: the architecture's."},
+        metadata={
+            "help": "mlm or electra (encoder), clm (decoder), prefix-lm, span-corruption or ul2 (seq2seq); default: "
+            "the architecture's first."
+        },
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "Masked LM: fraction of tokens predicted."})
     whole_word_mask: bool = field(default=False, metadata={"help": "Masked LM: mask whole words."})
@@ -114,6 +124,12 @@ class ObjectiveArguments:
     )
     noise_density: float = field(default=0.15, metadata={"help": "Span corruption: fraction of tokens corrupted."})
     mean_noise_span_length: float = field(default=3.0, metadata={"help": "Span corruption: mean span length."})
+    electra_generator_fraction: float = field(
+        default=0.5, metadata={"help": "ELECTRA: the generator's width as a fraction of the discriminator's."}
+    )
+    electra_discriminator_weight: float = field(
+        default=50.0, metadata={"help": "ELECTRA: weight of the discriminator's loss against the generator's."}
+    )
     num_samples: int = field(default=3, metadata={"help": "Samples printed and saved after training."})
 
 
@@ -146,15 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer_args.tokenizer_algorithm,
         tokenizer_args.num_sentinels,
     )
+    if objective_args.objective == "ul2":  # its mode tokens join the vocabulary
+        tokenizer.add_tokens(list(MODE_TOKENS), special_tokens=True)
 
     # 4. Model from a named configuration; vocabulary and special ids follow the tokenizer.
     overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
     config = get_config(model_args.config_name, **{**overrides, **model_special_ids(tokenizer, architecture)})
     check_block_size(data_args.block_size, config.max_position_embeddings)
-    model = PRETRAINING_HEADS[architecture](config)
+    if objective_args.objective == "electra":  # a generator and a discriminator, trained together
+        model = ReplacedTokenDetection.from_config(
+            config, objective_args.electra_generator_fraction, objective_args.electra_discriminator_weight
+        )
+    else:
+        model = PRETRAINING_HEADS[architecture](config)
     # No cache while training: it is for generation, and a packed batch must be read without one.
-    model.config.use_cache = False
-    print(f"{model_args.config_name}: {model.num_parameters():,} parameters, vocabulary {len(tokenizer):,}")
+    config.use_cache = False
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"{model_args.config_name}: {parameters:,} parameters, vocabulary {len(tokenizer):,}")
 
     # 5. Data, tokenized and cut into rows. Span corruption shortens a row, so seq2seq rows are cut longer.
     raw_length = data_args.block_size
@@ -162,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         raw_length, _ = compute_input_and_target_lengths(
             data_args.block_size, objective_args.noise_density, objective_args.mean_noise_span_length
         )
+        if objective_args.objective == "ul2":  # the S-denoiser's input is a whole row's prefix, mode token and eos
+            check_block_size(raw_length + 2, config.max_position_embeddings)
     with training_args.main_process_first(desc="tokenizing"):
         rows = tokenize_and_group(
             raw,
@@ -171,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             data_args.packing,
             return_offsets=objective_args.whole_word_mask,
             num_proc=data_args.preprocessing_num_workers,
+            framing=FRAMING[architecture],  # e.g. decoder documents end in eos, which the tokenizer leaves to us
         )
 
     # 6. Collator: the objective.
@@ -183,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         objective_args.noise_density,
         objective_args.mean_noise_span_length,
         seed=training_args.seed,  # draws follow the seed and each batch's tokens: resumed runs repeat them exactly
+        objective=objective_args.objective,
     )
 
-    # 7. Train, with an evaluation before and after.
+    # 7. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`): a
+    # `trainer.evaluate()` ahead of `train()` would mark the bare model as prepared, and accelerate would then skip
+    # the DistributedDataParallel wrap, leaving each process to train its own replica on its share of the batch.
+    training_args.eval_on_start = True
+    training_args.prediction_loss_only = True  # evaluation needs the loss only, not every logit gathered
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -194,22 +226,32 @@ def main(argv: list[str] | None = None) -> int:
         data_collator=collator,
         processing_class=tokenizer,
     )
-    metrics_before = with_perplexity(trainer.evaluate(metric_key_prefix="eval_before"), "eval_before")
-    trainer.log_metrics("eval_before", metrics_before)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    perplexity = with_perplexity if objective_args.objective != "electra" else lambda m, _: m  # a sum of two losses
+    metrics_before = perplexity(first_evaluation(trainer.state.log_history, "eval_before"), "eval_before")
+    trainer.log_metrics("eval_before", metrics_before)
     trainer.log_metrics("train", result.metrics)
-    metrics = with_perplexity(trainer.evaluate(), "eval")
+    metrics = perplexity(trainer.evaluate(), "eval")
     trainer.log_metrics("eval", metrics)
 
     # 8. Save: model and tokenizer, metrics, the loss curve, samples.
-    model.config.use_cache = True
-    trainer.save_model()  # on every process: sharded (FSDP, DeepSpeed) models gather their weights here
+    config.use_cache = True
+    if objective_args.objective == "electra":  # the discriminator is the model; the generator goes beside it
+        if trainer.is_world_process_zero():
+            model.discriminator.save_pretrained(training_args.output_dir)
+            model.generator.save_pretrained(Path(training_args.output_dir) / "generator")
+            tokenizer.save_pretrained(training_args.output_dir)
+        model = model.generator  # fill-mask samples below
+    else:
+        trainer.save_model()  # on every process: sharded (FSDP, DeepSpeed) models gather their weights here
     if trainer.is_world_process_zero():
         trainer.save_metrics("all", {**metrics_before, **result.metrics, **metrics})
         trainer.save_state()
         plot_loss_curve(trainer.state.log_history, Path(training_args.output_dir) / "loss_curve.png")
         validation_texts = [row[data_args.text_column] for row in rows_of(raw["validation"], 50)]
-        samples = generate_samples(model, tokenizer, architecture, validation_texts, objective_args.num_samples)
+        samples = generate_samples(
+            model, tokenizer, architecture, validation_texts, objective_args.num_samples, objective_args.objective
+        )
         (Path(training_args.output_dir) / "samples.txt").write_text("\n\n".join(samples) + "\n")
         print("\n".join(["", "Samples:", *samples]))
     return 0
@@ -266,15 +308,19 @@ def check_arguments(model_args, data_args, tokenizer_args, objective_args) -> st
         raise ValueError(
             f"config_name={model_args.config_name!r}: the architecture must be one of {list(ARCHITECTURES)}."
         )
-    expected = OBJECTIVES[architecture]
-    if objective_args.objective not in (None, expected):
+    choices = OBJECTIVES[architecture]
+    if objective_args.objective is None:
+        objective_args.objective = choices[0]
+    if objective_args.objective not in choices:
         raise ValueError(
             f"objective={objective_args.objective!r} does not fit the {architecture} architecture, which trains with "
-            f"{expected!r}: drop --objective or pick the architecture of that objective "
-            f"({', '.join(f'{a}: {o}' for a, o in OBJECTIVES.items())})."
+            f"{' or '.join(map(repr, choices))}: drop --objective or pick the architecture of that objective "
+            f"({'; '.join(a + ': ' + ' or '.join(o) for a, o in OBJECTIVES.items())})."
         )
     if objective_args.whole_word_mask and architecture != "encoder":
         raise ValueError("whole_word_mask is a masked-LM option: use it with --architecture encoder, or drop it.")
+    if objective_args.objective == "ul2" and not data_args.packing:
+        raise ValueError("objective='ul2' needs --packing true: its denoisers' inputs differ in length.")
     if objective_args.prefix_fraction is not None and architecture != "prefix-lm":
         raise ValueError("prefix_fraction is a prefix-LM option: use it with --architecture prefix-lm, or drop it.")
     if data_args.block_size < 8:
@@ -288,6 +334,13 @@ def check_block_size(block_size: int, max_position_embeddings: int) -> None:
             f"block_size={block_size} exceeds the model's max_position_embeddings={max_position_embeddings}: lower "
             f"--block_size, or raise it with --config_overrides '{{\"max_position_embeddings\": {block_size}}}'."
         )
+
+
+def first_evaluation(log_history: list[dict], prefix: str) -> dict[str, float]:
+    """The metrics of the run's first evaluation (the untrained model's, by `eval_on_start`; a resumed run keeps its
+    history), renamed `eval_loss` -> `<prefix>_loss`."""
+    entry = next(e for e in log_history if "eval_loss" in e)
+    return {f"{prefix}_{k.removeprefix('eval_')}": v for k, v in entry.items() if k.startswith("eval_")}
 
 
 def with_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -324,7 +377,12 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
 
 @torch.no_grad()
 def generate_samples(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, architecture: str, texts: list[str], n: int = 3
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    architecture: str,
+    texts: list[str],
+    n: int = 3,
+    objective: str | None = None,
 ) -> list[str]:
     """What the model learnt, in words: fill-mask (encoder), continuations (decoder, prefix LM), denoised spans
     (seq2seq), on the first sentence-ish stretch of `n` held-out texts."""
@@ -346,14 +404,16 @@ def generate_samples(
             masked = tokenizer.decode(input_ids[0], skip_special_tokens=False)
             samples.append(f"{masked}\n  -> {tokenizer.decode(filled[0], skip_special_tokens=True)}")
         elif architecture in ("decoder", "prefix-lm"):
-            ids = tokenizer(prompt, add_special_tokens=False).input_ids
-            input_ids = torch.tensor([[tokenizer.bos_token_id, *ids]], device=device)
+            input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)  # <s> prompt, as in training
             output = model.generate(input_ids, max_new_tokens=30, do_sample=False, repetition_penalty=1.3)
             continuation = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
             samples.append(f"{prompt}\n  -> {' '.join(continuation.split())}")  # newlines would break the layout
         else:
             collator = collator_for("seq2seq", tokenizer, seed=int(torch.randint(0, 2**31, (1,), generator=generator)))
             corrupted = collator([{"input_ids": tokenizer(prompt, add_special_tokens=False).input_ids}])
+            if objective == "ul2":  # ask for the R-denoiser: span corruption's mode token starts the input
+                mode = torch.tensor([[tokenizer.convert_tokens_to_ids(MODE_TOKENS[0])]])
+                corrupted["input_ids"] = torch.cat([mode, corrupted["input_ids"]], dim=1)
             output = model.generate(corrupted["input_ids"].to(device), max_new_tokens=20, do_sample=False)
             samples.append(
                 f"{tokenizer.decode(corrupted['input_ids'][0])}\n"

@@ -2,9 +2,11 @@
 
 Each architecture gets the algorithm and special tokens its objective needs (`TOKENIZER_KINDS`):
     encoder     WordPiece; [CLS] text [SEP]; [MASK] for masked LM                          (BERT)
-    decoder     byte-level BPE; <s> text </s>                                               (GPT-2 / Llama)
-    prefix-lm   byte-level BPE; <s> text </s>                                               (the decoder's)
+    decoder     byte-level BPE; <s> text                                                    (Llama)
+    prefix-lm   byte-level BPE; <s> text                                                    (the decoder's)
     seq2seq     Unigram (or BPE); text </s>; sentinels <extra_id_0> ... for span corruption (T5)
+The decoder's template adds no </s>: a prompt must not end in one, or generation would stop at once. Pretraining
+data appends </s> to each document instead (`data.tokenize_and_group`), so models still learn where a text ends.
 Every tokenizer has distinct pad / bos / eos / unk ids (pad != eos, so padding never hides an end of text) and a mask
 token. `model_special_ids` gives the ids a model config must copy, so a config always follows its tokenizer.
 """
@@ -103,8 +105,8 @@ def train_tokenizer(
         first, last = None, specials["eos_token"]  # T5: no bos; the decoder starts from pad
         single, pair = f"$A {last}", f"$A {last} $B:1 {last}:1"
     else:
-        first, last = specials["bos_token"], specials["eos_token"]
-        single, pair = f"{first} $A {last}", f"{first} $A {last} $B:1 {last}:1"
+        first, last = specials["bos_token"], None  # Llama: bos only, so a prompt is ready to continue
+        single, pair = f"{first} $A", f"{first} $A {first}:1 $B:1"
     used = [t for t in (first, last) if t is not None]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=single, pair=pair, special_tokens=[(t, tokenizer.token_to_id(t)) for t in used]

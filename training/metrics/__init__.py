@@ -1,0 +1,47 @@
+"""Evaluation metrics for fine-tuning, through the `evaluate` library.
+
+Each folder here is a local `evaluate` module with the same inputs and outputs as its Hub namesake, computed by a
+well-kept implementation rather than re-derived formulas:
+
+    accuracy    scikit-learn accuracy_score              sequence classification, multiple choice
+    f1          scikit-learn f1_score                    sequence classification
+    seqeval     the seqeval package (entity-level F1)    token classification (NER)
+    squad       the official SQuAD v1.1 script (EM, F1)  extractive question answering
+    rouge       Google's rouge_score                     text-to-text
+    sacrebleu   the sacrebleu package (corpus BLEU)      text-to-text
+
+`load_metric(name)` takes the Hub version when the Hub is reachable and `HF_HUB_OFFLINE` is not set, else the local
+module (the results are the same; the Hub copy is preferred only because it is the one other people cite).
+Perplexity is exp(mean token loss) from the evaluation loss (`perplexity`): evaluate's own `perplexity` module runs
+a model from the Hub, which is not what a fine-tuning evaluation needs.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import evaluate
+
+METRICS_DIR = Path(__file__).parent
+LOCAL_METRICS = tuple(sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file()))
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "TRUE", "YES", "ON")
+
+
+def load_metric(name: str, prefer_hub: bool = True) -> evaluate.EvaluationModule:
+    """The evaluate module `name` (one of `LOCAL_METRICS`): from the Hub when allowed and reachable, else local."""
+    if name not in LOCAL_METRICS:
+        raise ValueError(f"Unknown metric {name!r}; the bundled metrics are {', '.join(LOCAL_METRICS)}.")
+    if prefer_hub and not hub_offline():
+        try:
+            return evaluate.load(name)
+        except Exception:  # unreachable Hub, missing dependency of the Hub script, ...: the local copy will do
+            pass
+    return evaluate.load(str(METRICS_DIR / name / f"{name}.py"))
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean token loss), capped so a diverged run reports a large number rather than overflowing."""
+    return math.exp(min(loss, 50.0))

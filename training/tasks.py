@@ -1,0 +1,477 @@
+"""The fine-tuning tasks: which model class each needs, how its rows are tokenized and batched, and how it is scored.
+
+    task                      Auto class                           columns (flags)                      metrics
+    sequence-classification   AutoModelForSequenceClassification   text [, text_pair], label            accuracy, f1
+    token-classification      AutoModelForTokenClassification      text (list of words), label (tags)   seqeval F1
+    question-answering        AutoModelForQuestionAnswering        question, context, answers (SQuAD)   squad EM/F1
+    multiple-choice           AutoModelForMultipleChoice           text (question), choices, label      accuracy
+    causal-lm                 AutoModelForCausalLM                 prompt, completion                   perplexity
+    text-to-text              AutoModelForSeq2SeqLM                text (source), target                rouge, bleu
+
+causal-lm trains prompt -> completion with the loss on the completion only; on a prefix LM the prompt is the
+bidirectional prefix (`prefix_mask`), so labels are -100 exactly where the prefix is:
+
+    tokens       <s>  Q    Q    A    A   </s>
+    labels      -100 -100 -100  A    A   </s>
+    prefix_mask   1    1    1   0    0    0
+
+Every task's label checks run on the raw data before a model is built, so bad labels fail in seconds.
+"""
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from datasets import DatasetDict
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForSeq2Seq,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
+
+from fourfold.training.metrics import load_metric
+
+AUTO_CLASSES = {
+    "sequence-classification": AutoModelForSequenceClassification,
+    "token-classification": AutoModelForTokenClassification,
+    "question-answering": AutoModelForQuestionAnswering,
+    "multiple-choice": AutoModelForMultipleChoice,
+    "causal-lm": AutoModelForCausalLM,
+    "text-to-text": AutoModelForSeq2SeqLM,
+}
+TASKS = tuple(AUTO_CLASSES)
+CLASSIFICATION_TASKS = ("sequence-classification", "token-classification")  # tasks with a label vocabulary
+
+
+@dataclass
+class Columns:
+    """Column names of the raw data (the command line's `--*_column` flags)."""
+
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+    question: str = "question"
+    context: str = "context"
+    answers: str = "answers"
+    choices: str = "choices"
+    prompt: str = "prompt"
+    completion: str = "completion"
+    target: str = "target"
+
+    def needed(self, task: str) -> list[str]:
+        return {
+            "sequence-classification": [self.text, self.label] + ([self.text_pair] if self.text_pair else []),
+            "token-classification": [self.text, self.label],
+            "question-answering": [self.question, self.context, self.answers],
+            "multiple-choice": [self.text, self.choices, self.label],
+            "causal-lm": [self.prompt, self.completion],
+            "text-to-text": [self.text, self.target],
+        }[task]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Checks that run before training
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def check_task_fits(task: str, config: PretrainedConfig) -> None:
+    """Raises, naming the architectures that can, when the checkpoint's architecture has no head for `task`."""
+    if task not in AUTO_CLASSES:
+        raise ValueError(f"task={task!r}: choose one of {', '.join(TASKS)}.")
+    mapping = AUTO_CLASSES[task]._model_mapping
+    if type(config) in mapping:
+        return
+    from fourfold.modeling import CONFIG_CLASSES
+
+    able = [model_type for model_type, config_class in CONFIG_CLASSES.items() if config_class in mapping]
+    hint = {"causal-lm": " (a seq2seq model generates through --task text-to-text)"}.get(task, "")
+    raise ValueError(
+        f"A {config.model_type} checkpoint cannot do {task}: transformers has no {AUTO_CLASSES[task].__name__} for "
+        f"it. Use a checkpoint of an architecture that can ({', '.join(able) or 'none of fourfold'}){hint}."
+    )
+
+
+def check_columns(raw: DatasetDict, task: str, columns: Columns) -> None:
+    for split, dataset in raw.items():
+        missing = [c for c in columns.needed(task) if c not in dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"The {split} data has no column {missing} needed for {task}; its columns are "
+                f"{dataset.column_names}. Name the right ones with --text_column / --label_column / ... ."
+            )
+
+
+def resolve_labels(raw: DatasetDict, task: str, label_column: str, num_labels: int | None = None) -> list[str]:
+    """The label names of a classification task, index = class id; checks every label value of every split.
+
+    Labels may be names (strings: sorted, so the ids are stable) or class ids (ints in [0, num_labels)). Missing
+    labels, floats, and ids outside [0, num_labels) raise, naming the row and the fix.
+    """
+    values = []
+    for split, dataset in raw.items():
+        for row, value in enumerate(dataset[label_column]):
+            items = value if task == "token-classification" else [value]
+            if task == "token-classification" and not isinstance(value, list | tuple):
+                raise ValueError(
+                    f"{split} row {row}: --label_column {label_column!r} holds {value!r}; token classification "
+                    "needs one tag per word (a list), e.g. ['B-PER', 'I-PER', 'O']."
+                )
+            for item in items:
+                if item is None or isinstance(item, float | bool) or not isinstance(item, int | str | np.integer):
+                    raise ValueError(
+                        f"{split} row {row}: label {item!r} ({type(item).__name__}) in column {label_column!r}. "
+                        f"{task} needs class names (strings) or class ids (integers) in every row: fill in or drop "
+                        "rows without a label, and write classes as names or integer ids (regression is not "
+                        "supported)."
+                    )
+                values.append(item)
+    if not values:
+        raise ValueError(f"Column {label_column!r} holds no labels.")
+    kinds = {type(v) is str for v in values}
+    if len(kinds) > 1:
+        raise ValueError(f"Column {label_column!r} mixes names and integer ids; use one or the other.")
+    if kinds == {True}:
+        names = sorted(set(values))
+        if num_labels is not None and num_labels != len(names):
+            raise ValueError(f"--num_labels {num_labels}, but the data has {len(names)} label names: {names}.")
+        return names
+    ids = [int(v) for v in values]
+    count = num_labels if num_labels is not None else max(ids) + 1
+    bad = sorted({i for i in ids if not 0 <= i < count})
+    if bad:
+        raise ValueError(
+            f"Labels {bad[:5]} in column {label_column!r} are outside [0, num_labels={count}): class ids must be "
+            f"0 ... {count - 1}. Raise --num_labels, or map the labels to ids first."
+        )
+    if count < 2:
+        raise ValueError(f"Column {label_column!r} has a single class; classification needs at least two.")
+    return [f"LABEL_{i}" for i in range(count)]
+
+
+def check_mc_labels(raw: DatasetDict, columns: Columns) -> None:
+    for split, dataset in raw.items():
+        for row, (label, choices) in enumerate(zip(dataset[columns.label], dataset[columns.choices], strict=True)):
+            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+                raise ValueError(
+                    f"{split} row {row}: label {label!r} must be the index (an integer in [0, {len(choices)})) of "
+                    f"the right choice in column {columns.choices!r}."
+                )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenization: raw rows -> model inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def model_input_names(config: PretrainedConfig) -> set[str]:
+    """Inputs to keep: token_type_ids only where the model has segment embeddings (fourfold's default is none)."""
+    names = {"input_ids", "attention_mask"}
+    if getattr(config, "type_vocab_size", 0):
+        names.add("token_type_ids")
+    return names
+
+
+def tokenize(
+    raw: DatasetDict,
+    task: str,
+    tokenizer: PreTrainedTokenizerBase,
+    config: PretrainedConfig,
+    columns: Columns,
+    labels: list[str] | None,
+    max_length: int,
+    max_target_length: int,
+) -> DatasetDict:
+    """Tokenized splits for `task`, keeping only what the model and collator read."""
+    keep = model_input_names(config)
+    label2id = {name: i for i, name in enumerate(labels)} if labels else {}
+
+    def as_id(value):
+        return label2id[value] if isinstance(value, str) else int(value)
+
+    def sequence_classification(batch):
+        pairs = batch[columns.text_pair] if columns.text_pair else None
+        encoded = tokenizer(batch[columns.text], pairs, truncation=True, max_length=max_length)
+        rows = {k: v for k, v in encoded.items() if k in keep}
+        rows["labels"] = [as_id(v) for v in batch[columns.label]]
+        return rows
+
+    def token_classification(batch):
+        encoded = tokenizer(batch[columns.text], is_split_into_words=True, truncation=True, max_length=max_length)
+        rows = {k: v for k, v in encoded.items() if k in keep}
+        rows["labels"] = []
+        for i, tags in enumerate(batch[columns.label]):
+            # The first sub-token of each word carries the word's tag; the rest and special tokens are ignored.
+            word_ids, previous, row = encoded.word_ids(i), None, []
+            for word in word_ids:
+                row.append(-100 if word is None or word == previous else as_id(tags[word]))
+                previous = word
+            rows["labels"].append(row)
+        return rows
+
+    def question_answering(batch):
+        return qa_features(batch, tokenizer, columns, max_length, keep, with_offsets=False)
+
+    def multiple_choice(batch):
+        rows = {k: [] for k in keep}
+        for question, choices in zip(batch[columns.text], batch[columns.choices], strict=True):
+            encoded = tokenizer([question] * len(choices), choices, truncation=True, max_length=max_length)
+            for k in keep:
+                rows[k].append(encoded[k])  # (choices, tokens)
+        rows["labels"] = [int(v) for v in batch[columns.label]]
+        return rows
+
+    def causal_lm(batch):
+        rows = {"input_ids": [], "attention_mask": [], "labels": []}
+        if config.model_type == "fourfold-prefix-lm":
+            rows["prefix_mask"] = []
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        for prompt, completion in zip(batch[columns.prompt], batch[columns.completion], strict=True):
+            prompt_ids = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + eos
+            # Keep the start of the completion when cutting: the prompt loses its beginning first.
+            prompt_ids = prompt_ids[-max(1, max_length - len(completion_ids)) :]
+            input_ids = (prompt_ids + completion_ids)[:max_length]
+            prompt_length = len(prompt_ids)
+            rows["input_ids"].append(input_ids)
+            rows["attention_mask"].append([1] * len(input_ids))
+            rows["labels"].append([-100] * prompt_length + input_ids[prompt_length:])
+            if "prefix_mask" in rows:
+                rows["prefix_mask"].append([1] * prompt_length + [0] * (len(input_ids) - prompt_length))
+        return rows
+
+    def text_to_text(batch):
+        encoded = tokenizer(batch[columns.text], truncation=True, max_length=max_length)
+        rows = {k: v for k, v in encoded.items() if k in keep}
+        rows["labels"] = tokenizer(text_target=batch[columns.target], truncation=True, max_length=max_target_length)[
+            "input_ids"
+        ]
+        return rows
+
+    function = {
+        "sequence-classification": sequence_classification,
+        "token-classification": token_classification,
+        "question-answering": question_answering,
+        "multiple-choice": multiple_choice,
+        "causal-lm": causal_lm,
+        "text-to-text": text_to_text,
+    }[task]
+    return DatasetDict(
+        {
+            split: dataset.map(function, batched=True, remove_columns=dataset.column_names, desc=f"tokenizing {split}")
+            for split, dataset in raw.items()
+        }
+    )
+
+
+def qa_features(batch, tokenizer, columns: Columns, max_length: int, keep: set[str], with_offsets: bool) -> dict:
+    """SQuAD-style features: question + context, the answer's start/end token (0, 0 when truncated away).
+
+    One feature per example (no document stride): contexts longer than `max_length` are cut, and an answer cut off
+    points at the first token, as in SQuAD v2's "no answer".
+    """
+    encoded = tokenizer(
+        batch[columns.question],
+        batch[columns.context],
+        truncation="only_second",
+        max_length=max_length,
+        return_offsets_mapping=True,
+    )
+    rows = {k: v for k, v in encoded.items() if k in keep}
+    rows["start_positions"], rows["end_positions"], offsets = [], [], []
+    for i, answers in enumerate(batch[columns.answers]):
+        sequence_ids = encoded.sequence_ids(i)
+        row_offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids, strict=True)]
+        offsets.append(row_offsets)
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        start = end = 0
+        context_tokens = [t for t, o in enumerate(row_offsets) if o is not None]
+        if (
+            context_tokens
+            and row_offsets[context_tokens[0]][0] <= start_char
+            and end_char <= row_offsets[context_tokens[-1]][1]
+        ):
+            start = next(t for t in context_tokens if row_offsets[t][1] > start_char)
+            end = next(t for t in reversed(context_tokens) if row_offsets[t][0] < end_char)
+        rows["start_positions"].append(start)
+        rows["end_positions"].append(end)
+    if with_offsets:
+        rows["offset_mapping"] = offsets
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Collators: lists of rows -> padded batches
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptCompletionCollator:
+    """Pads prompt -> completion rows on the right: input ids with pad, labels with -100, masks with 0."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(r["input_ids"]) for r in rows)
+        fill = {"input_ids": self.pad_token_id, "labels": -100, "attention_mask": 0, "prefix_mask": 0}
+        return {
+            key: torch.tensor([list(r[key]) + [fill[key]] * (length - len(r[key])) for r in rows], dtype=torch.long)
+            for key in rows[0]
+            if key in fill
+        }
+
+
+@dataclass
+class MultipleChoiceCollator:
+    """Pads (choices, tokens) rows into (batch, choices, tokens) tensors."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        num_choices = len(rows[0]["input_ids"])
+        flat = [{k: r[k][c] for k in r if k != "labels"} for r in rows for c in range(num_choices)]
+        batch = self.tokenizer.pad(flat, return_tensors="pt")
+        batch = {k: v.view(len(rows), num_choices, -1) for k, v in batch.items()}
+        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
+        return batch
+
+
+def collator_for(task: str, tokenizer: PreTrainedTokenizerBase, model=None) -> Callable:
+    if task in ("sequence-classification", "question-answering"):
+        return DataCollatorWithPadding(tokenizer)
+    if task == "token-classification":
+        return DataCollatorForTokenClassification(tokenizer)
+    if task == "multiple-choice":
+        return MultipleChoiceCollator(tokenizer)
+    if task == "causal-lm":
+        return PromptCompletionCollator(tokenizer.pad_token_id)
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def classification_scores(predictions, references, num_labels: int) -> dict[str, float]:
+    """Accuracy and F1 (binary F1 of class 1 with two classes; macro F1 otherwise)."""
+    f1_kwargs = {} if num_labels == 2 else {"average": "macro"}
+    return {
+        **load_metric("accuracy").compute(predictions=predictions, references=references),
+        **load_metric("f1").compute(predictions=predictions, references=references, **f1_kwargs),
+    }
+
+
+def majority_baseline(raw: DatasetDict, task: str, columns: Columns, labels: list[str] | None) -> dict[str, float]:
+    """What always predicting the most common training label scores on the validation split (classification)."""
+    if task not in ("sequence-classification", "multiple-choice"):
+        return {}
+    label2id = {name: i for i, name in enumerate(labels or [])}
+
+    def ids(split):
+        return [label2id[v] if isinstance(v, str) else int(v) for v in raw[split][columns.label]]
+
+    majority = collections.Counter(ids("train")).most_common(1)[0][0]
+    references = ids("validation")
+    num_labels = len(labels) if labels else max(len(c) for c in raw["train"][columns.choices])
+    scores = classification_scores([majority] * len(references), references, num_labels)
+    if task == "multiple-choice":
+        scores.pop("f1")
+    return {f"baseline_{k}": v for k, v in scores.items()}
+
+
+def compute_metrics_for(
+    task: str,
+    tokenizer: PreTrainedTokenizerBase,
+    labels: list[str] | None,
+    raw_validation=None,
+    validation_features=None,
+    columns: Columns | None = None,
+) -> Callable[[EvalPrediction], dict] | None:
+    """The Trainer's `compute_metrics` for `task` (None for causal-lm: perplexity comes from the loss)."""
+    if task == "sequence-classification":
+
+        def sequence_metrics(p: EvalPrediction) -> dict:
+            logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+            return classification_scores(logits.argmax(-1), p.label_ids, len(labels))
+
+        return sequence_metrics
+    if task == "multiple-choice":
+
+        def choice_metrics(p: EvalPrediction) -> dict:
+            logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+            return load_metric("accuracy").compute(predictions=logits.argmax(-1), references=p.label_ids)
+
+        return choice_metrics
+    if task == "token-classification":
+
+        def entity_metrics(p: EvalPrediction) -> dict:
+            logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+            predicted = logits.argmax(-1)
+
+            def tags(rows):  # class ids -> tag names, at the labelled positions (first sub-token of each word)
+                return [
+                    [labels[t] for t, k in zip(row, mask, strict=True) if k]
+                    for row, mask in zip(rows, p.label_ids != -100, strict=True)
+                ]
+
+            predictions, references = tags(predicted), tags(p.label_ids)
+            scores = load_metric("seqeval").compute(predictions=predictions, references=references)
+            return {k: v for k, v in scores.items() if k.startswith("overall_")}
+
+        return entity_metrics
+    if task == "question-answering":
+
+        def span_metrics(p: EvalPrediction) -> dict:
+            start_logits, end_logits = p.predictions[:2]
+            predictions, references = [], []
+            for i, example in enumerate(raw_validation):
+                text = best_span(start_logits[i], end_logits[i], validation_features[i], example[columns.context])
+                predictions.append({"id": str(i), "prediction_text": text})
+                answers = example[columns.answers]
+                references.append(
+                    {"id": str(i), "answers": {"text": answers["text"], "answer_start": answers["answer_start"]}}
+                )
+            return load_metric("squad").compute(predictions=predictions, references=references)
+
+        return span_metrics
+    if task == "text-to-text":
+
+        def generation_metrics(p: EvalPrediction) -> dict:
+            predictions = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+            predictions = np.where(predictions != -100, predictions, tokenizer.pad_token_id)
+            references = np.where(p.label_ids != -100, p.label_ids, tokenizer.pad_token_id)
+            predicted = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+            expected = [t.strip() for t in tokenizer.batch_decode(references, skip_special_tokens=True)]
+            rouge = load_metric("rouge").compute(predictions=predicted, references=expected)
+            bleu = load_metric("sacrebleu").compute(predictions=predicted, references=[[t] for t in expected])
+            return {**rouge, "bleu": bleu["score"]}
+
+        return generation_metrics
+    return None
+
+
+def best_span(start_logits, end_logits, offsets, context: str, max_answer_tokens: int = 30) -> str:
+    """The highest-scoring span (start <= end, inside the context, at most `max_answer_tokens`) as context text."""
+    inside = [o is not None for o in offsets]
+    best, best_score = (0, -1), -np.inf
+    for start in np.argsort(start_logits)[::-1][:20]:
+        for end in np.argsort(end_logits)[::-1][:20]:
+            if start < len(inside) and end < len(inside) and inside[start] and inside[end]:
+                if start <= end < start + max_answer_tokens and start_logits[start] + end_logits[end] > best_score:
+                    best, best_score = (start, end), start_logits[start] + end_logits[end]
+    if best_score == -np.inf:
+        return ""
+    return context[offsets[best[0]][0] : offsets[best[1]][1]]
