@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from fourfold.configuration import get_config, preset_names
+from fourfold.hub_cards import FourfoldCardMixin, FourfoldTrainer, write_model_card
 from fourfold.training.data import load_text_dataset
 from fourfold.training.metrics import perplexity
 from fourfold.training.peft_support import (
@@ -258,7 +259,8 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     # 8. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`), as in
     # pretrain.py: a `trainer.evaluate()` ahead of `train()` would leave the model unwrapped for distributed training.
     training_args.eval_on_start = eval_args.evaluate_before
-    trainer_class = Seq2SeqTrainer if task == "text-to-text" else Trainer
+    # FourfoldTrainer / FourfoldSeq2SeqTrainer: `--push_to_hub` uploads fourfold's model card, not Trainer's.
+    trainer_class = FourfoldSeq2SeqTrainer if task == "text-to-text" else FourfoldTrainer
     trainer = trainer_class(
         model=model,
         args=training_args,
@@ -310,7 +312,12 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     if trainer.is_world_process_zero():
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(training_args.output_dir) / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        write_model_card(training_args.output_dir)  # after save_model: PEFT writes a README.md of its own there
     return results, trainer
+
+
+class FourfoldSeq2SeqTrainer(FourfoldCardMixin, Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose `push_to_hub` uploads fourfold's model card."""
 
 
 HEADLINE_METRICS = {
