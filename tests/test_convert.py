@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
@@ -330,6 +331,8 @@ def test_cli_converts_a_local_folder(tmp_path):
     converted = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     assert type(converted).__name__ == "FourfoldPrefixLMForCausalLM"
     assert (tmp_path / "out" / "modeling_fourfold.py").exists()  # the Hub code travels with the checkpoint
+    card = ModelCard.load(tmp_path / "out" / "README.md")  # the card names what the weights came from
+    assert "fourfold-prefix-lm" in card.data.tags and "gpt2" in card.text.lower()
     input_ids, attention_mask = batch(pad_token_id=0, left=True)
     expected = source(input_ids, attention_mask=attention_mask).logits
     actual = converted(input_ids, attention_mask=attention_mask).logits

@@ -53,6 +53,7 @@ from transformers import (
 )
 from transformers.activations import ACT2FN
 
+from fourfold.hub_cards import write_model_card
 from fourfold.modeling import (
     FourfoldDecoderConfig,
     FourfoldDecoderForCausalLM,
@@ -543,7 +544,8 @@ def _save(
     dropped: list[str],
     max_diff: float | None,
 ) -> None:
-    """Fourfold checkpoint (with its Hub code), the source tokenizer if it loads, and `conversion.json`."""
+    """Fourfold checkpoint (with its Hub code), the source tokenizer if it loads, `conversion.json` and a model
+    card."""
     model.save_pretrained(dst)
     name = src if isinstance(src, str) else source.name_or_path
     if name:
@@ -561,6 +563,7 @@ def _save(
         "verified_max_abs_diff": max_diff,
     }
     (Path(dst) / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_model_card(dst)  # names the source as `base_model` (read from conversion.json)
 
 
 def main(argv: list[str] | None = None) -> int:
