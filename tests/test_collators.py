@@ -5,6 +5,7 @@ sentinels <extra_id_0..9> = 5..14, then the letters a..z = 15..40.
 """
 
 import copy
+import itertools
 import string
 
 import numpy as np
@@ -20,10 +21,13 @@ from fourfold.training.collators import (
     MaskedLMCollator,
     MixtureOfDenoisersCollator,
     PrefixLMCollator,
+    PrefixLMMixtureOfDenoisersCollator,
     SpanCorruptionCollator,
     apply_noise_mask,
     compute_input_and_target_lengths,
     noise_counts,
+    prefix_lm_denoised_length,
+    prefix_lm_raw_length,
     random_spans_noise_mask,
 )
 from fourfold.training.data import FRAMING, append_eos, group_texts, restart_at_block_start, tokenize_and_group
@@ -319,3 +323,98 @@ def test_ul2_mixture_rates_and_packed_only(tokenizer, ul2_tokenizer):
         collator([{"input_ids": ids("abcdefgh")}])
     with pytest.raises(ValueError, match="mode tokens"):
         MixtureOfDenoisersCollator(tokenizer)
+
+
+# UL2 for the prefix LM: [mode] corrupted input (bidirectional prefix), then the targets, in one sequence -------------
+
+
+@pytest.mark.parametrize("kind, mode, density, span", [(0, 41, 0.15, 3.0), (1, 42, 0.5, 8.0)])
+def test_prefix_lm_ul2_span_denoisers_hand_worked(monkeypatch, ul2_tokenizer, kind, mode, density, span):
+    from fourfold.training import collators
+
+    drawn = []
+
+    def fixed_mask(length, noise_density, mean_noise_span_length, rng):
+        drawn.append((noise_density, mean_noise_span_length))
+        return np.array({5: [0, 0, 1, 1, 0], 4: [0, 1, 1, 0]}[length], dtype=bool)
+
+    monkeypatch.setattr(collators, "random_spans_noise_mask", fixed_mask)
+    probabilities = tuple(float(k == kind) for k in range(3))
+    collator = PrefixLMMixtureOfDenoisersCollator(ul2_tokenizer, probabilities=probabilities, seed=0)
+    # Row 0: one document "abcde". Row 1: "<s> f g h </s>"; its eos is stripped (the denoisers end each side in one).
+    batch = collator([packed("abcde"), {"input_ids": [1, *ids("fgh"), 2], "position_ids": [0, 1, 2, 3, 4]}])
+    assert drawn == [(density, span)] * 2
+    a, b, c, d, e = ids("abcde")
+    f, g, h = ids("fgh")
+    x0, pad, eos = 5, 0, 2
+    assert batch["input_ids"].tolist() == [
+        [mode, a, b, x0, e, eos, x0, c, d, eos],  # [mode] a b X0 e </s> | X0 c d </s>
+        [mode, 1, x0, h, eos, x0, f, g, eos, pad],  # [mode] <s> X0 h </s> | X0 f g </s>, then a padding document
+    ]
+    assert batch["prefix_mask"].tolist() == [[1, 1, 1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]]
+    assert batch["labels"].tolist() == [
+        [-100, -100, -100, -100, -100, -100, x0, c, d, eos],
+        [-100, -100, -100, -100, -100, x0, f, g, eos, -100],
+    ]
+    assert batch["position_ids"].tolist() == [list(range(10)), [*range(9), 0]]
+    assert "attention_mask" not in batch
+
+
+def test_prefix_lm_ul2_sequential_denoiser_hand_worked(ul2_tokenizer):
+    collator = PrefixLMMixtureOfDenoisersCollator(ul2_tokenizer, probabilities=(0, 0, 1), seed=0)
+    batch = collator([packed("abcdef", "ghi")])
+    first, second = ids("abcdef"), ids("ghi")
+    prefix = batch["prefix_mask"][0].tolist()
+    split = prefix[:9].count(1) - 2  # [S2S] a.. </s> of the first document (9 = 6 tokens + mode + two eos)
+    k = prefix[9:].count(1) - 2
+    assert 1 <= split <= 5 and 1 <= k <= 2
+    assert (
+        batch["input_ids"][0].tolist()
+        == [
+            *[43, *first[:split], 2, *first[split:], 2],  # [S2S] prefix </s> | continuation </s>
+            *[43, *second[:k], 2, *second[k:], 2],
+        ]
+    )
+    assert prefix == [1] * (split + 2) + [0] * (7 - split) + [1] * (k + 2) + [0] * (4 - k)
+    assert batch["labels"][0].tolist() == [
+        *[-100] * (split + 2), *first[split:], 2, *[-100] * (k + 2), *second[k:], 2,
+    ]  # fmt: skip
+    assert batch["position_ids"][0].tolist() == [*range(9), *range(6)]
+
+
+def test_prefix_lm_ul2_labels_never_in_prefix_and_rows_fit(ul2_tokenizer):
+    block = 40
+    raw = prefix_lm_raw_length(block)
+    assert prefix_lm_denoised_length(raw) <= block < prefix_lm_denoised_length(raw + 1)
+    collator = PrefixLMMixtureOfDenoisersCollator(ul2_tokenizer, seed=0, max_length=block)
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(300):  # rows of `raw` tokens, cut into 1-3 documents
+        cuts = sorted(rng.choice(np.arange(1, raw), rng.integers(0, 3), replace=False).tolist())
+        bounds = [0, *cuts, raw]
+        rows.append(
+            {
+                "input_ids": rng.integers(A, A + 26, raw).tolist(),
+                "position_ids": [p for a, b in itertools.pairwise(bounds) for p in range(b - a)],
+            }
+        )
+    batch = collator(rows)
+    labelled = batch["labels"] != -100
+    assert not (labelled & batch["prefix_mask"].bool()).any()  # never a label inside the prefix
+    assert torch.equal(batch["labels"][labelled], batch["input_ids"][labelled])  # the targets are what follows
+    assert batch["position_ids"].max() < block  # every document fits the block: nothing was cut
+    modes = batch["input_ids"][batch["position_ids"] == 0]
+    modes = modes[modes != ul2_tokenizer.pad_token_id]
+    rates = [(modes == m).float().mean().item() for m in (41, 42, 43)]
+    assert rates == pytest.approx([0.4, 0.4, 0.2], abs=0.05)
+    # Each document's prefix is contiguous from its start, and its targets follow to its end.
+    for row in range(20):
+        positions, prefix = batch["position_ids"][row].tolist(), batch["prefix_mask"][row].tolist()
+        starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+        for a, b in itertools.pairwise(starts):
+            n = sum(prefix[a:b])
+            assert prefix[a:b] == [1] * n + [0] * (b - a - n)
+    with pytest.raises(ValueError, match="max_length=5"):
+        PrefixLMMixtureOfDenoisersCollator(ul2_tokenizer, seed=0, max_length=5)([packed("abcdefgh")])
+    with pytest.raises(ValueError, match="packed rows"):
+        collator([{"input_ids": ids("abcdefgh")}])

@@ -2,7 +2,8 @@
 
     encoder     masked LM: transformers' DataCollatorForLanguageModeling (15% of tokens, 80/10/10), kept packing-aware
     decoder     causal LM: labels = input ids (the model shifts them); -100 where a new document starts
-    prefix-lm   prefix LM: a random split point per row; prefix_mask = 1 before it, labels -100 on the prefix
+    prefix-lm   prefix LM: a random split point per row; prefix_mask = 1 before it, labels -100 on the prefix;
+                or UL2's mixture of denoisers in one sequence: [mode] corrupted input (the prefix), then the target
     seq2seq     T5 span corruption: noise spans -> sentinels in the input; the target lists the spans after them;
                 or UL2's mixture of denoisers (span corruption, regular and extreme, and prefix -> continuation)
 
@@ -39,6 +40,15 @@ def document_starts(position_ids: torch.Tensor) -> torch.Tensor:
     starts = position_ids == 0
     starts[..., 0] = False
     return starts
+
+
+def documents_of_row(example: dict) -> list[np.ndarray]:
+    """The documents of a packed row (split where `position_ids` restart); a row without them is one document."""
+    tokens = np.asarray(example["input_ids"])
+    if "position_ids" not in example:
+        return [tokens]
+    bounds = [*np.flatnonzero(np.asarray(example["position_ids"]) == 0).tolist(), len(tokens)]
+    return [tokens[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -274,16 +284,7 @@ class SpanCorruptionCollator:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         packed = "position_ids" in examples[0]
         rng = np.random.default_rng(batch_seed(self.seed, examples))
-        rows = []
-        for example in examples:
-            tokens = np.asarray(example["input_ids"])
-            if packed:
-                positions = np.asarray(example["position_ids"])
-                bounds = [*np.flatnonzero(positions == 0).tolist(), len(tokens)]
-                documents = [tokens[a:b] for a, b in itertools.pairwise(bounds)]
-            else:
-                documents = [tokens]
-            rows.append([self.corrupt(d, rng) for d in documents])
+        rows = [[self.corrupt(d, rng) for d in documents_of_row(example)] for example in examples]
         if not packed:
             # Fixed-length rows (block cut by compute_input_and_target_lengths) all corrupt to the same lengths.
             return {"input_ids": self._pad([r[0][0] for r in rows]), "labels": self._pad([r[0][1] for r in rows], -100)}
@@ -352,6 +353,7 @@ class MixtureOfDenoisersCollator(SpanCorruptionCollator):
             raise ValueError(f"probabilities={self.probabilities} must be three non-negative numbers summing to 1.")
 
     def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        """([mode] + input, target) of one document under a denoiser drawn with `probabilities`."""
         kind = int(rng.choice(3, p=self.probabilities))
         if kind == 2:  # S: prefix -> continuation
             split = int(rng.integers(1, len(tokens))) if len(tokens) >= 2 else len(tokens)
@@ -369,6 +371,90 @@ class MixtureOfDenoisersCollator(SpanCorruptionCollator):
         return super().__call__(examples)
 
 
+def prefix_lm_denoised_length(
+    length: int,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+    x_noise_density: float = 0.5,
+    x_mean_noise_span_length: float = 8.0,
+) -> int:
+    """The most tokens a document of `length` tokens takes in `PrefixLMMixtureOfDenoisersCollator`'s layout.
+
+    [mode] input eos target eos: `length` + 3, plus 2 per noise span (a sentinel on each side) for R and X.
+    """
+    spans = max(
+        noise_counts(length, noise_density, mean_noise_span_length)[1] if length >= 2 else 0,
+        noise_counts(length, x_noise_density, x_mean_noise_span_length)[1] if length >= 2 else 0,
+    )
+    return length + 3 + 2 * spans
+
+
+def prefix_lm_raw_length(block_size: int, **densities: float) -> int:
+    """The longest raw row whose every document (of any length up to it) lays out in at most `block_size` tokens."""
+    length = 0
+    while prefix_lm_denoised_length(length + 1, **densities) <= block_size:
+        length += 1
+    if length < 2:
+        raise ValueError(f"block_size={block_size} is too short for UL2's prefix-LM layout.")
+    return length
+
+
+@dataclass
+class PrefixLMMixtureOfDenoisersCollator(MixtureOfDenoisersCollator):
+    """UL2's mixture of denoisers for a prefix LM: the seq2seq mixture's (input, target) pairs, drawn per document
+    exactly as `MixtureOfDenoisersCollator` draws them, laid out in one sequence: `[mode] input` is the
+    bidirectional prefix (prefix_mask = 1), the target follows it, causal, and is all the labels.
+
+        document (eos stripped, the denoisers add it)   [<s> a b c d </s>]
+        S, split at 3   input_ids    [S2S <s> a b </s> c d </s>]
+                        prefix_mask  [ 1   1  1 1  1  0 0  0 ]
+                        labels       [ -   -  - -  -  c d </s>]
+        R, noise [0 0 1 1 0]   input_ids    [NLU <s> a X0 d </s> X0 b c </s>]
+                               prefix_mask  [ 1   1  1 1  1  1  0  0 0  0 ]
+                               labels       [ -   -  - -  -  -  X0 b c </s>]
+
+    A document of n tokens grows to at most `prefix_lm_denoised_length(n)`; `max_length` (the model's block) makes a
+    longer one an error, never a silent cut (`prefix_lm_raw_length` gives rows that always fit). Packed rows only;
+    each row ends in a padding document (positions restarting, prefix_mask 0, labels -100) up to the batch's longest.
+    """
+
+    max_length: int | None = None
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if "position_ids" not in examples[0]:
+            raise ValueError("The UL2 mixture needs packed rows (--packing true): its inputs differ in length.")
+        rng = np.random.default_rng(batch_seed(self.seed, examples))
+        eos = self.tokenizer.eos_token_id
+        rows = []
+        for example in examples:
+            row = {"input_ids": [], "position_ids": [], "prefix_mask": [], "labels": []}
+            for document in documents_of_row(example):
+                if len(document) > 1 and document[-1] == eos:  # the denoisers end input and target in eos
+                    document = document[:-1]
+                prefix, targets = self.corrupt(document, rng)
+                length = len(prefix) + len(targets)
+                if self.max_length is not None and length > self.max_length:
+                    raise ValueError(
+                        f"A document of {len(document)} tokens lays out in {length} > max_length={self.max_length}: "
+                        "cut rows with prefix_lm_raw_length(block_size)."
+                    )
+                row["input_ids"] += prefix + targets
+                row["position_ids"] += range(length)
+                row["prefix_mask"] += [1] * len(prefix) + [0] * len(targets)
+                row["labels"] += [-100] * len(prefix) + targets
+            rows.append(row)
+        width = max(len(r["input_ids"]) for r in rows)
+        block = self.max_length or width
+        batch = {k: [] for k in rows[0]}
+        for row in rows:
+            padding = width - len(row["input_ids"])
+            batch["input_ids"].append(row["input_ids"] + [self.tokenizer.pad_token_id] * padding)
+            batch["position_ids"].append(row["position_ids"] + [p % block for p in range(padding)])
+            batch["prefix_mask"].append(row["prefix_mask"] + [0] * padding)
+            batch["labels"].append(row["labels"] + [-100] * padding)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
 def collator_for(
     architecture: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -379,12 +465,19 @@ def collator_for(
     mean_noise_span_length: float = 3.0,
     seed: int | None = None,
     objective: str | None = None,
+    max_length: int | None = None,
 ):
-    """The pretraining collator of `architecture` (and `objective`, where it has a choice), with its parameters."""
+    """The pretraining collator of `architecture` (and `objective`, where it has a choice), with its parameters.
+
+    `max_length`: prefix-LM UL2 only: the longest a laid-out document may be (an error beyond, never a cut)."""
     if architecture == "encoder":
         return MaskedLMCollator(tokenizer, mlm_probability, whole_word_mask=whole_word_mask, seed=seed)
     if architecture == "decoder":
         return CausalLMCollator(tokenizer)
+    if architecture == "prefix-lm" and objective == "ul2":
+        return PrefixLMMixtureOfDenoisersCollator(
+            tokenizer, noise_density, mean_noise_span_length, seed=seed, max_length=max_length
+        )
     if architecture == "prefix-lm":
         return PrefixLMCollator(tokenizer, prefix_fraction, seed=seed)
     if architecture == "seq2seq" and objective == "ul2":

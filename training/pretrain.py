@@ -1,8 +1,8 @@
 """`fourfold pretrain RECIPE.yaml [--flag value ...]`: pretrain one of the four configurations from scratch.
 
 Reads top to bottom: parse -> tokenizer -> model from a named configuration -> data -> collator -> Trainer -> save.
-Objectives: masked LM or ELECTRA replaced-token detection (encoder), causal LM (decoder), prefix LM (prefix-lm),
-T5 span corruption or UL2's mixture of denoisers (seq2seq).
+Objectives: masked LM or ELECTRA replaced-token detection (encoder), causal LM (decoder), prefix LM or UL2's mixture
+of denoisers in one sequence (prefix-lm), T5 span corruption or UL2's mixture of denoisers (seq2seq).
 
 The flags are the dataclasses below plus every `transformers.TrainingArguments` flag. A YAML recipe holds the same
 keys and gives the defaults; flags after it win (`fourfold pretrain configuration/pretrain-decoder-tiny.yaml
@@ -35,10 +35,15 @@ from fourfold.modeling import (
     FourfoldPrefixLMForCausalLM,
     FourfoldSeq2SeqForConditionalGeneration,
 )
-from fourfold.training.collators import MODE_TOKENS, collator_for, compute_input_and_target_lengths
+from fourfold.training.collators import (
+    MODE_TOKENS,
+    collator_for,
+    compute_input_and_target_lengths,
+    prefix_lm_raw_length,
+)
 from fourfold.training.data import BUNDLED_CORPUS, FRAMING, load_text_dataset, tokenize_and_group
 from fourfold.training.electra import ReplacedTokenDetection
-from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
+from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids, sentinel_ids
 
 PRETRAINING_HEADS: dict[str, type[PreTrainedModel]] = {
     "encoder": FourfoldEncoderForMaskedLM,
@@ -50,7 +55,7 @@ PRETRAINING_HEADS: dict[str, type[PreTrainedModel]] = {
 OBJECTIVES: dict[str, tuple[str, ...]] = {
     "encoder": ("mlm", "electra"),
     "decoder": ("clm",),
-    "prefix-lm": ("prefix-lm",),
+    "prefix-lm": ("prefix-lm", "ul2"),
     "seq2seq": ("span-corruption", "ul2"),
 }
 
@@ -85,7 +90,10 @@ class DataArguments:
     )
     block_size: int = field(
         default=128,
-        metadata={"help": "Tokens per training row (seq2seq: encoder input tokens, after span corruption)."},
+        metadata={
+            "help": "Tokens per training row (seq2seq: encoder input tokens, after span corruption; prefix-lm ul2: "
+            "the longest a document laid out as [mode] input target may be)."
+        },
     )
     packing: bool = field(
         default=True,
@@ -113,8 +121,9 @@ class ObjectiveArguments:
     objective: str | None = field(
         default=None,
         metadata={
-            "help": "mlm or electra (encoder), clm (decoder), prefix-lm, span-corruption or ul2 (seq2seq); default: "
-            "the architecture's first."
+            "help": "mlm or electra (encoder), clm (decoder), prefix-lm or ul2 (prefix-lm), span-corruption or ul2 "
+            "(seq2seq); default: the architecture's first. ul2: UL2's mixture of denoisers (R, X, S) with mode tokens; "
+            "on prefix-lm, [mode] corrupted input is the prefix and the targets follow it in the same row."
         },
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "Masked LM: fraction of tokens predicted."})
@@ -164,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if objective_args.objective == "ul2":  # its mode tokens join the vocabulary
         tokenizer.add_tokens(list(MODE_TOKENS), special_tokens=True)
+        if not sentinel_ids(tokenizer):  # a prefix-LM tokenizer has no sentinels: span corruption needs them
+            sentinels = [f"<extra_id_{i}>" for i in range(tokenizer_args.num_sentinels)]
+            tokenizer.add_tokens(sentinels, special_tokens=True)
 
     # 4. Model from a named configuration; vocabulary and special ids follow the tokenizer.
     overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
@@ -188,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         if objective_args.objective == "ul2":  # the S-denoiser's input is a whole row's prefix, mode token and eos
             check_block_size(raw_length + 2, config.max_position_embeddings)
+    elif objective_args.objective == "ul2":  # prefix LM: [mode] input target in one row grows; cut rows shorter
+        raw_length = prefix_lm_raw_length(
+            data_args.block_size,
+            noise_density=objective_args.noise_density,
+            mean_noise_span_length=objective_args.mean_noise_span_length,
+        )
     with training_args.main_process_first(desc="tokenizing"):
         rows = tokenize_and_group(
             raw,
@@ -211,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         objective_args.mean_noise_span_length,
         seed=training_args.seed,  # draws follow the seed and each batch's tokens: resumed runs repeat them exactly
         objective=objective_args.objective,
+        max_length=data_args.block_size,  # prefix-LM UL2: a document laid out longer is an error, never a cut
     )
 
     # 7. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`): a
@@ -404,7 +423,11 @@ def generate_samples(
             masked = tokenizer.decode(input_ids[0], skip_special_tokens=False)
             samples.append(f"{masked}\n  -> {tokenizer.decode(filled[0], skip_special_tokens=True)}")
         elif architecture in ("decoder", "prefix-lm"):
-            input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)  # <s> prompt, as in training
+            input_ids = tokenizer(prompt, return_tensors="pt").input_ids  # <s> prompt, as in training
+            if architecture == "prefix-lm" and objective == "ul2":  # ask the S-denoiser: [S2S] <s> prompt </s>
+                mode, eos = tokenizer.convert_tokens_to_ids(MODE_TOKENS[2]), tokenizer.eos_token_id
+                input_ids = torch.cat([torch.tensor([[mode]]), input_ids, torch.tensor([[eos]])], dim=1)
+            input_ids = input_ids.to(device)
             output = model.generate(input_ids, max_new_tokens=30, do_sample=False, repetition_penalty=1.3)
             continuation = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
             samples.append(f"{prompt}\n  -> {' '.join(continuation.split())}")  # newlines would break the layout
