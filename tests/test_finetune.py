@@ -3,11 +3,14 @@ bundled spam demo beats the majority class, results.json carries what the model 
 before training with an error that names the fix."""
 
 import json
+import random
 import time
 from pathlib import Path
 
 import pytest
 from finetune_helpers import (
+    NAMES,
+    WORDS,
     finetune,
     multiple_choice_rows,
     prompt_completion_rows,
@@ -162,7 +165,7 @@ def test_missing_label_column(tiny_checkpoints, tmp_path):  # noqa: F811
 
 @pytest.mark.parametrize(
     ("bad", "match"),
-    [(None, "fill in or drop rows without a label"), (0.5, "regression is not supported"), ([1], "class names")],
+    [(None, "fill in or drop rows without a label"), (0.5, "--problem_type regression"), ([1], "class names")],
 )
 def test_bad_label_values(tmp_path, bad, match):
     rows = [{"text": "a b", "label": 0}, {"text": "c d", "label": 1}] * 5 + [{"text": "e f", "label": bad}]
@@ -242,3 +245,138 @@ def test_unknown_task(tmp_path):
 def test_text_to_text_uses_seq2seq_arguments():
     *_, training_args = parse_arguments(["--task", "text-to-text", "--predict_with_generate", "true"])
     assert training_args.predict_with_generate and training_args.generation_max_length == 64
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# --problem_type regression and multi_label_classification (sequence-classification)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def regression_rows(n: int = 96, seed: int = 0) -> list[dict]:
+    """The target is the number of names in the sentence (0, 1 or 2): learnable from the tokens alone."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 8))]
+        count = i % 3
+        for _ in range(count):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(NAMES))
+        rows.append({"text": " ".join(words), "label": float(count)})
+    return rows
+
+
+def multi_label_rows(n: int = 96, seed: int = 0, separator: str | None = None) -> list[dict]:
+    """Labels: 'person' when the sentence names one, 'question' when it ends with '?', both, or none."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 8))]
+        labels = []
+        if i % 2:
+            words.insert(rng.randrange(len(words)), rng.choice(NAMES))
+            labels.append("person")
+        if (i // 2) % 2:
+            words.append("?")
+            labels.append("question")
+        rows.append({"text": " ".join(words), "label": separator.join(labels) if separator else labels})
+    return rows
+
+
+def test_regression_learns(tiny_checkpoints, tmp_path):  # noqa: F811
+    data = write_jsonl(tmp_path / "data.jsonl", regression_rows())
+    args = ["--model_name_or_path", str(tiny_checkpoints["encoder"]), "--train_files", data]
+    results = finetune(tmp_path / "out", *args, "--problem_type", "regression", steps=80)
+    metrics, before, baseline = results["metrics"], results["metrics_before"], results["baseline"]
+    assert results["labels"] == ["LABEL_0"] and results["problem_type"] == "regression"
+    assert metrics["eval_loss"] < before["eval_before_loss"]
+    assert metrics["eval_mse"] < baseline["baseline_mse"]  # beats predicting the training mean
+    assert {"eval_mae", "eval_pearson", "eval_spearman"} <= set(metrics)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["problem_type"] == "regression" and len(config["id2label"]) == 1
+
+
+@pytest.mark.parametrize("separator", [None, ","])
+def test_multi_label_learns(tiny_checkpoints, tmp_path, separator):  # noqa: F811
+    data = write_jsonl(tmp_path / "data.jsonl", multi_label_rows(separator=separator))
+    args = ["--model_name_or_path", str(tiny_checkpoints["encoder"]), "--train_files", data]
+    args += ["--problem_type", "multi_label_classification"]
+    if separator:
+        args += ["--label_separator", separator]
+    results = finetune(tmp_path / "out", *args, steps=80)
+    metrics, before = results["metrics"], results["metrics_before"]
+    assert results["labels"] == ["person", "question"]
+    assert metrics["eval_loss"] < before["eval_before_loss"]
+    assert metrics["eval_micro_f1"] > before["eval_before_micro_f1"]
+    assert {"eval_macro_f1", "eval_subset_accuracy"} <= set(metrics)
+    assert set(results["baseline"]) == {"baseline_micro_f1", "baseline_macro_f1", "baseline_subset_accuracy"}
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification" and len(config["id2label"]) == 2
+
+
+def test_regression_and_multi_label_scores_by_hand():
+    from fourfold.training.tasks import multi_label_scores, regression_scores
+
+    scores = regression_scores([1.0, 2.0, 4.0], [1.0, 3.0, 3.0])
+    assert scores["mse"] == pytest.approx(2 / 3) and scores["mae"] == pytest.approx(2 / 3)
+    # Deviations from the means (7/3 each): (-4, -1, 5)/3 and (-4, 2, 2)/3 -> r = 24 / sqrt(42 * 24) = sqrt(4/7).
+    assert scores["pearson"] == pytest.approx((4 / 7) ** 0.5)
+    # Ranks (1, 2, 3) and (1, 2.5, 2.5) -> rho = 1.5 / sqrt(2 * 1.5) = sqrt(3) / 2.
+    assert scores["spearman"] == pytest.approx(3**0.5 / 2)
+    # 2 rows x 3 labels. Label 0: tp 1, fn 1; label 1: tp 1, fp 1; label 2: tn only. Micro: tp 2, fp 1, fn 1.
+    scores = multi_label_scores([[1, 1, 0], [0, 1, 0]], [[1, 0, 0], [1, 1, 0]])
+    assert scores["micro_f1"] == pytest.approx(2 / 3)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)  # label 2 (never present): F1 0
+    assert scores["subset_accuracy"] == 0.0
+    assert multi_label_scores([[1, 0], [0, 1]], [[1, 0], [0, 0]])["subset_accuracy"] == 0.5
+
+
+def test_multi_label_and_regression_baselines():
+    from datasets import Dataset, DatasetDict
+
+    from fourfold.training.tasks import Columns, majority_baseline
+
+    raw = DatasetDict(
+        train=Dataset.from_dict({"label": [["a"], ["a"], ["a", "b"]]}),
+        validation=Dataset.from_dict({"label": [["a"], ["b"]]}),
+    )
+    baseline = majority_baseline(raw, "sequence-classification", Columns(), ["a", "b"], "multi_label_classification")
+    # The most frequent training set {a}: row 1 exact (tp a), row 2 wrong (fp a, fn b): micro F1 = 2 / (2 + 1 + 1).
+    assert baseline["baseline_subset_accuracy"] == 0.5 and baseline["baseline_micro_f1"] == pytest.approx(0.5)
+    raw = DatasetDict(
+        train=Dataset.from_dict({"label": [1.0, 3.0]}), validation=Dataset.from_dict({"label": [0.0, 4.0]})
+    )
+    baseline = majority_baseline(raw, "sequence-classification", Columns(), ["LABEL_0"], "regression")
+    assert baseline == {"baseline_mse": pytest.approx(4.0), "baseline_mae": pytest.approx(2.0)}
+
+
+@pytest.mark.parametrize(
+    ("problem_type", "bad", "extra", "match"),
+    [
+        ("regression", "high", [], "regression needs a finite number in every row"),
+        ("regression", None, [], "regression needs a finite number"),
+        ("multi_label_classification", "a", [], "needs a list of label names or ids.*--label_separator"),
+        ("multi_label_classification", 3, [], "needs a list of label names or ids"),
+        ("multi_label_classification", [0.5], [], "class names"),
+        ("ordinal", 1, [], "choose one of single_label_classification"),
+        ("regression", 1.0, ["--task", "token-classification"], "needs --task sequence-classification"),
+    ],
+)
+def test_bad_problem_type_input(tmp_path, problem_type, bad, extra, match):
+    good = 1.0 if problem_type != "multi_label_classification" else [0, 1]
+    rows = [{"text": "a b", "label": good}] * 10 + [{"text": "e f", "label": bad}]
+    args = ["--model_name_or_path", "encoder-tiny", "--train_files", seqcls_data(tmp_path, rows)]
+    fails_before_training(tmp_path, [*args, "--problem_type", problem_type, *extra], match)
+
+
+def test_regression_num_labels_and_separator_rows():
+    from datasets import Dataset, DatasetDict
+
+    raw = DatasetDict(train=Dataset.from_dict({"label": ["b,a", "", "c , a"]}))
+    assert resolve_labels(raw, "sequence-classification", "label", None, "multi_label_classification", ",") == [
+        "a",
+        "b",
+        "c",
+    ]
+    raw = DatasetDict(train=Dataset.from_dict({"label": [1, 2.5]}))
+    with pytest.raises(ValueError, match="regression has one output"):
+        resolve_labels(raw, "sequence-classification", "label", 2, "regression")

@@ -3,7 +3,10 @@
 Reads top to bottom: parse -> data (checked) -> tokenizer -> model for the task -> PEFT adapter -> tokenized data ->
 collator -> Trainer -> evaluate -> save. Tasks (see tasks.py): sequence-classification, token-classification,
 question-answering, multiple-choice, causal-lm (prompt -> completion; the loss on the completion only; on a prefix
-LM the prompt is the prefix) and text-to-text (seq2seq, scored on generated text).
+LM the prompt is the prefix) and text-to-text (seq2seq, scored on generated text). sequence-classification also
+takes `--problem_type regression` (a number per row, one output, MSE loss; scored by MSE, MAE, Pearson, Spearman)
+and `--problem_type multi_label_classification` (a list of label names or ids per row, or a string split on
+`--label_separator`; multi-hot targets, BCE loss; scored by micro/macro F1 and subset accuracy at sigmoid > 0.5).
 
 Methods (see peft_support.py): full (every weight), lora, dora, ia3, prompt-tuning, prefix-tuning. The adapters
 target the attention and MLP projections by default, and the task head is trained in full beside them; `--merge`
@@ -15,7 +18,8 @@ every `transformers.Seq2SeqTrainingArguments` flag (TrainingArguments + the gene
 A YAML recipe gives the defaults, flags after it win. Bad input (missing columns, labels of the wrong type or out of
 range, a LoRA target that matches nothing, a method or task the architecture cannot do) fails before training.
 The output folder gets the model or adapter and the tokenizer, and `results.json`: final metrics, the metrics before
-training, the majority-class baseline (classification), trainable vs total parameters, peak memory and run time.
+training, a constant-predictor baseline (classification: the majority class; regression: the training mean;
+multi-label: the most frequent training label set), trainable vs total parameters, peak memory and run time.
 """
 
 import json
@@ -57,6 +61,7 @@ from fourfold.training.tasks import (
     Columns,
     check_columns,
     check_mc_labels,
+    check_problem_type,
     check_task_fits,
     collator_for,
     compute_metrics_for,
@@ -80,6 +85,14 @@ class ModelArguments:
     )
     num_labels: int | None = field(
         default=None, metadata={"help": "Number of classes; default: inferred from the training labels."}
+    )
+    problem_type: str = field(
+        default="single_label_classification",
+        metadata={
+            "help": "sequence-classification only: single_label_classification (one class per row), "
+            "multi_label_classification (a list of classes per row; sigmoid + BCE), or regression (a number per "
+            "row; one output, MSE)."
+        },
     )
     vocab_size: int = field(
         default=2000, metadata={"help": "Preset models only: vocabulary of the tokenizer trained on the data."}
@@ -108,6 +121,10 @@ class DataArguments:
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text of sentence-pair tasks."})
     label_column: str = field(
         default="label", metadata={"help": "Class name or id (token-cls: tags per word; multiple-choice: index)."}
+    )
+    label_separator: str | None = field(
+        default=None,
+        metadata={"help": "multi_label_classification: split string labels on this, e.g. ',' ('a,b' -> a and b)."},
     )
     question_column: str = field(default="question", metadata={"help": "Question answering: the question."})
     context_column: str = field(default="context", metadata={"help": "Question answering: the passage."})
@@ -190,6 +207,8 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     preset = model_args.model_name_or_path in preset_names() and not Path(model_args.model_name_or_path).exists()
     config = load_config(model_args.model_name_or_path, preset)
     check_task_fits(task, config)
+    problem_type = model_args.problem_type
+    check_problem_type(task, problem_type)
     model_type = config.model_type
     check_method(peft_args.method, task, model_type, peft_args.merge)
 
@@ -208,7 +227,11 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         if limit is not None:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     check_columns(raw, task, columns)
-    labels = resolve_labels(raw, task, columns.label, model_args.num_labels) if task in CLASSIFICATION_TASKS else None
+    labels = None
+    if task in CLASSIFICATION_TASKS:
+        labels = resolve_labels(
+            raw, task, columns.label, model_args.num_labels, problem_type, data_args.label_separator
+        )
     if task == "multiple-choice":
         check_mc_labels(raw, columns)
 
@@ -244,7 +267,16 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
 
     # 6. Data, tokenized for the task.
     features = tokenize(
-        raw, task, tokenizer, model.config, columns, labels, data_args.max_length, data_args.max_target_length
+        raw,
+        task,
+        tokenizer,
+        model.config,
+        columns,
+        labels,
+        data_args.max_length,
+        data_args.max_target_length,
+        problem_type,
+        data_args.label_separator,
     )
 
     # 7. Collator and metrics.
@@ -254,7 +286,9 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         validation_offsets = qa_features(
             raw["validation"][:], tokenizer, columns, data_args.max_length, set(), with_offsets=True
         )["offset_mapping"]
-    compute_metrics = compute_metrics_for(task, tokenizer, labels, raw["validation"], validation_offsets, columns)
+    compute_metrics = compute_metrics_for(
+        task, tokenizer, labels, raw["validation"], validation_offsets, columns, problem_type
+    )
 
     # 8. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`), as in
     # pretrain.py: a `trainer.evaluate()` ahead of `train()` would leave the model unwrapped for distributed training.
@@ -282,6 +316,7 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     # 9. Save: the model (PEFT: the adapter only) and tokenizer, the merged model on request, results.json.
     results = {
         "task": task,
+        "problem_type": problem_type if task == "sequence-classification" else None,
         "method": peft_args.method,
         "model_name_or_path": model_args.model_name_or_path,
         "model_type": model_type,
@@ -291,7 +326,7 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         "parameters": {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
         "metrics": metrics,
         "metrics_before": metrics_before,
-        "baseline": majority_baseline(raw, task, columns, labels),
+        "baseline": majority_baseline(raw, task, columns, labels, problem_type, data_args.label_separator),
         "train_runtime_s": train_result.metrics["train_runtime"],
         "train_loss": train_result.metrics.get("train_loss"),
     }
@@ -327,6 +362,8 @@ HEADLINE_METRICS = {
     "multiple-choice": "accuracy",
     "causal-lm": "perplexity",
     "text-to-text": "rougeL",
+    "regression": "mse",  # sequence-classification with these problem types
+    "multi_label_classification": "micro_f1",
 }
 
 
@@ -334,13 +371,18 @@ def summary_line(results: dict) -> str:
     """One line for a console summary: the task's headline metric before -> after (and the majority baseline),
     the trainable share, run time and peak memory. E.g.
     `lora: accuracy 0.53 -> 0.91 (majority baseline 0.53); 9.32% of 254,660 parameters trained; 16 s; 610 MB peak`"""
-    name = HEADLINE_METRICS[results["task"]]
+    name = HEADLINE_METRICS.get(results.get("problem_type"), HEADLINE_METRICS[results["task"]])
+    kind = {"regression": "mean", "multi_label_classification": "most frequent label set"}
     after = results["metrics"].get(f"eval_{name}")
     before = results["metrics_before"].get(f"eval_before_{name}")
     baseline = results["baseline"].get(f"baseline_{name}")
     parameters, memory = results["parameters"], results["peak_memory"]
     text = f"{results['method']}: {name} " + (f"{before:.2f} -> " if before is not None else "") + f"{after:.2f}"
-    text += f" (majority baseline {baseline:.2f})" if baseline is not None else ""
+    text += (
+        f" ({kind.get(results.get('problem_type'), 'majority')} baseline {baseline:.2f})"
+        if baseline is not None
+        else ""
+    )
     text += f"; {parameters['trainable_percent']:.2f}% of {parameters['total']:,} parameters trained"
     peak = memory["cuda_allocated_mb"] if memory["cuda_allocated_mb"] is not None else memory["rss_mb"]
     return text + f"; {results['runtime_s']:.0f} s; {peak:,.0f} MB peak"
@@ -426,6 +468,8 @@ def load_model(
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
         )
+        if task == "sequence-classification":
+            label_kwargs["problem_type"] = model_args.problem_type
     auto_class = AUTO_CLASSES[task]
     if preset:  # fresh weights; vocabulary and special ids from the tokenizer
         architecture = model_args.model_name_or_path.rpartition("-")[0]

@@ -2,6 +2,9 @@
 
     task                      Auto class                           columns (flags)                      metrics
     sequence-classification   AutoModelForSequenceClassification   text [, text_pair], label            accuracy, f1
+      (--problem_type regression: label a number; mse, mae, pearson, spearman. --problem_type
+      multi_label_classification: label a list of names/ids, or a string split on --label_separator;
+      micro/macro f1, subset accuracy at sigmoid > 0.5)
     token-classification      AutoModelForTokenClassification      text (list of words), label (tags)   seqeval F1
     question-answering        AutoModelForQuestionAnswering        question, context, answers (SQuAD)   squad EM/F1
     multiple-choice           AutoModelForMultipleChoice           text (question), choices, label      accuracy
@@ -19,6 +22,7 @@ Every task's label checks run on the raw data before a model is built, so bad la
 """
 
 import collections
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +56,7 @@ AUTO_CLASSES = {
 }
 TASKS = tuple(AUTO_CLASSES)
 CLASSIFICATION_TASKS = ("sequence-classification", "token-classification")  # tasks with a label vocabulary
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")  # sequence-cls only
 
 
 @dataclass
@@ -112,12 +117,53 @@ def check_columns(raw: DatasetDict, task: str, columns: Columns) -> None:
             )
 
 
-def resolve_labels(raw: DatasetDict, task: str, label_column: str, num_labels: int | None = None) -> list[str]:
+def check_problem_type(task: str, problem_type: str) -> None:
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"--problem_type {problem_type!r}: choose one of {', '.join(PROBLEM_TYPES)}.")
+    if problem_type != "single_label_classification" and task != "sequence-classification":
+        raise ValueError(f"--problem_type {problem_type} needs --task sequence-classification, not {task}.")
+
+
+def label_items(value, separator: str | None) -> list:
+    """A multi-label row as a list of names/ids: a list as is, a string split on `separator` (blanks dropped)."""
+    if isinstance(value, str) and separator is not None:
+        return [item.strip() for item in value.split(separator) if item.strip()]
+    return list(value)
+
+
+def check_regression_labels(raw: DatasetDict, label_column: str, num_labels: int | None = None) -> list[str]:
+    """Regression: every label a finite number (int or float); one output, named 'LABEL_0'."""
+    if num_labels not in (None, 1):
+        raise ValueError(f"--num_labels {num_labels}: regression has one output; drop --num_labels.")
+    for split, dataset in raw.items():
+        for row, value in enumerate(dataset[label_column]):
+            number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+            if not number or not np.isfinite(value):
+                raise ValueError(
+                    f"{split} row {row}: label {value!r} ({type(value).__name__}) in column {label_column!r}. "
+                    "--problem_type regression needs a finite number in every row: fill in or drop rows without a "
+                    "label, and write the targets as numbers (not strings)."
+                )
+    return ["LABEL_0"]
+
+
+def resolve_labels(
+    raw: DatasetDict,
+    task: str,
+    label_column: str,
+    num_labels: int | None = None,
+    problem_type: str = "single_label_classification",
+    label_separator: str | None = None,
+) -> list[str]:
     """The label names of a classification task, index = class id; checks every label value of every split.
 
     Labels may be names (strings: sorted, so the ids are stable) or class ids (ints in [0, num_labels)). Missing
-    labels, floats, and ids outside [0, num_labels) raise, naming the row and the fix.
+    labels, floats, and ids outside [0, num_labels) raise, naming the row and the fix. Multi-label rows hold a list
+    of names or ids (or a string split on `label_separator`); regression rows a number (one output, 'LABEL_0').
     """
+    if problem_type == "regression":
+        return check_regression_labels(raw, label_column, num_labels)
+    multi_label = problem_type == "multi_label_classification"
     values = []
     for split, dataset in raw.items():
         for row, value in enumerate(dataset[label_column]):
@@ -127,13 +173,22 @@ def resolve_labels(raw: DatasetDict, task: str, label_column: str, num_labels: i
                     f"{split} row {row}: --label_column {label_column!r} holds {value!r}; token classification "
                     "needs one tag per word (a list), e.g. ['B-PER', 'I-PER', 'O']."
                 )
+            if multi_label:
+                if not (isinstance(value, list | tuple) or (isinstance(value, str) and label_separator is not None)):
+                    hint = " or a string with --label_separator" if isinstance(value, str) else ""
+                    raise ValueError(
+                        f"{split} row {row}: label {value!r} ({type(value).__name__}) in column {label_column!r}. "
+                        "--problem_type multi_label_classification needs a list of label names or ids in every row "
+                        f"(an empty list for none), e.g. ['sports', 'politics']{hint}."
+                    )
+                items = label_items(value, label_separator)
             for item in items:
                 if item is None or isinstance(item, float | bool) or not isinstance(item, int | str | np.integer):
                     raise ValueError(
                         f"{split} row {row}: label {item!r} ({type(item).__name__}) in column {label_column!r}. "
                         f"{task} needs class names (strings) or class ids (integers) in every row: fill in or drop "
-                        "rows without a label, and write classes as names or integer ids (regression is not "
-                        "supported)."
+                        "rows without a label, and write classes as names or integer ids (for numeric targets pass "
+                        "--problem_type regression)."
                     )
                 values.append(item)
     if not values:
@@ -154,7 +209,7 @@ def resolve_labels(raw: DatasetDict, task: str, label_column: str, num_labels: i
             f"Labels {bad[:5]} in column {label_column!r} are outside [0, num_labels={count}): class ids must be "
             f"0 ... {count - 1}. Raise --num_labels, or map the labels to ids first."
         )
-    if count < 2:
+    if count < 2 and not multi_label:
         raise ValueError(f"Column {label_column!r} has a single class; classification needs at least two.")
     return [f"LABEL_{i}" for i in range(count)]
 
@@ -191,19 +246,35 @@ def tokenize(
     labels: list[str] | None,
     max_length: int,
     max_target_length: int,
+    problem_type: str = "single_label_classification",
+    label_separator: str | None = None,
 ) -> DatasetDict:
-    """Tokenized splits for `task`, keeping only what the model and collator read."""
+    """Tokenized splits for `task`, keeping only what the model and collator read. Sequence-classification labels:
+    a class id, a float (regression), or a multi-hot float vector (multi-label)."""
     keep = model_input_names(config)
     label2id = {name: i for i, name in enumerate(labels)} if labels else {}
 
     def as_id(value):
         return label2id[value] if isinstance(value, str) else int(value)
 
+    def multi_hot(value):
+        row = [0.0] * len(labels)
+        for item in label_items(value, label_separator):
+            row[as_id(item)] = 1.0
+        return row
+
+    def as_label(value):
+        if problem_type == "regression":
+            return float(value)
+        if problem_type == "multi_label_classification":
+            return multi_hot(value)
+        return as_id(value)
+
     def sequence_classification(batch):
         pairs = batch[columns.text_pair] if columns.text_pair else None
         encoded = tokenizer(batch[columns.text], pairs, truncation=True, max_length=max_length)
         rows = {k: v for k, v in encoded.items() if k in keep}
-        rows["labels"] = [as_id(v) for v in batch[columns.label]]
+        rows["labels"] = [as_label(v) for v in batch[columns.label]]
         return rows
 
     def token_classification(batch):
@@ -374,11 +445,69 @@ def classification_scores(predictions, references, num_labels: int) -> dict[str,
     }
 
 
-def majority_baseline(raw: DatasetDict, task: str, columns: Columns, labels: list[str] | None) -> dict[str, float]:
-    """What always predicting the most common training label scores on the validation split (classification)."""
+def regression_scores(predictions, references) -> dict[str, float]:
+    """MSE, MAE, and Pearson / Spearman correlation (NaN when either side is constant)."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    references = np.asarray(references, dtype=np.float64).reshape(-1)
+    constant = predictions.std() == 0 or references.std() == 0
+    with warnings.catch_warnings():  # a nearly constant prediction (an untrained head) makes scipy warn
+        warnings.simplefilter("ignore")
+        return {
+            "mse": float(mean_squared_error(references, predictions)),
+            "mae": float(mean_absolute_error(references, predictions)),
+            "pearson": float("nan") if constant else float(pearsonr(predictions, references)[0]),
+            "spearman": float("nan") if constant else float(spearmanr(predictions, references)[0]),
+        }
+
+
+def multi_label_scores(predictions, references) -> dict[str, float]:
+    """Micro / macro F1 over the labels and subset accuracy (every label of a row right), from 0/1 matrices."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    predictions, references = np.asarray(predictions).astype(int), np.asarray(references).astype(int)
+    return {
+        "micro_f1": float(f1_score(references, predictions, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0)),
+        "subset_accuracy": float(accuracy_score(references, predictions)),
+    }
+
+
+def majority_baseline(
+    raw: DatasetDict,
+    task: str,
+    columns: Columns,
+    labels: list[str] | None,
+    problem_type: str = "single_label_classification",
+    label_separator: str | None = None,
+) -> dict[str, float]:
+    """What a constant predictor fitted on the training split scores on the validation split: the most common label
+    (classification), the mean target (regression), the most common label set (multi-label)."""
     if task not in ("sequence-classification", "multiple-choice"):
         return {}
+    if problem_type == "regression":
+        mean = float(np.mean(raw["train"][columns.label]))
+        references = raw["validation"][columns.label]
+        scores = regression_scores([mean] * len(references), references)
+        return {f"baseline_{k}": v for k, v in scores.items() if k in ("mse", "mae")}
     label2id = {name: i for i, name in enumerate(labels or [])}
+    if problem_type == "multi_label_classification":
+
+        def label_sets(split):
+            return [
+                frozenset(label2id[v] if isinstance(v, str) else int(v) for v in label_items(row, label_separator))
+                for row in raw[split][columns.label]
+            ]
+
+        def hot(ids):
+            return [int(i in ids) for i in range(len(labels))]
+
+        majority = collections.Counter(label_sets("train")).most_common(1)[0][0]
+        references = [hot(ids) for ids in label_sets("validation")]
+        scores = multi_label_scores([hot(majority)] * len(references), references)
+        return {f"baseline_{k}": v for k, v in scores.items()}
 
     def ids(split):
         return [label2id[v] if isinstance(v, str) else int(v) for v in raw[split][columns.label]]
@@ -399,8 +528,23 @@ def compute_metrics_for(
     raw_validation=None,
     validation_features=None,
     columns: Columns | None = None,
+    problem_type: str = "single_label_classification",
 ) -> Callable[[EvalPrediction], dict] | None:
     """The Trainer's `compute_metrics` for `task` (None for causal-lm: perplexity comes from the loss)."""
+    if task == "sequence-classification" and problem_type == "regression":
+
+        def regression_metrics(p: EvalPrediction) -> dict:
+            logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+            return regression_scores(logits, p.label_ids)
+
+        return regression_metrics
+    if task == "sequence-classification" and problem_type == "multi_label_classification":
+
+        def multi_label_metrics(p: EvalPrediction) -> dict:
+            logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+            return multi_label_scores(logits > 0, p.label_ids > 0.5)  # sigmoid(logit) > 0.5  <=>  logit > 0
+
+        return multi_label_metrics
     if task == "sequence-classification":
 
         def sequence_metrics(p: EvalPrediction) -> dict:
