@@ -921,6 +921,20 @@ def bench_compile(size: Size, settings: Settings, log) -> list[dict]:
     return rows
 
 
+def recompute_mfu(result: dict) -> None:
+    """MFU rows against the best matmul peak of the run (a later, quieter measurement may beat the first)."""
+    peak = result["matmul_peak"]["flops_per_s"]
+    for block in result["sizes"].values():
+        train = {row["pair"]: row for row in block["rows"] if row["metric"] == "train"}
+        for row in block["rows"]:
+            if row["metric"] == "mfu":
+                for side in ("ours", "peer"):
+                    seconds = statistics.median(train[row["pair"]][f"{side}_seconds"])
+                    row[side] = row[f"{side}_flops_per_step"] / seconds / peak
+                if row["target"] is not None:
+                    row["met"] = row["ours"] >= row["target"]
+
+
 def machine_info(settings: Settings) -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -964,11 +978,13 @@ def run_benchmark(
         "sizes": {},
     }
     started = time.perf_counter()
-    peak = matmul_peak(settings)
-    result["matmul_peak"] = peak
-    log(f"matmul peak {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['n']}x{peak['n']} {peak['dtype']})")
+    result["matmul_peaks"] = []
     for size_name in sizes:
         size = SIZES[size_name]
+        # Re-measured per size, and the best kept: foreign load can only lower it, and a low peak inflates MFU.
+        result["matmul_peaks"].append(matmul_peak(settings))
+        peak = result["matmul_peak"] = max(result["matmul_peaks"], key=lambda p: p["flops_per_s"])
+        log(f"matmul peak {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['n']}x{peak['n']} {peak['dtype']})")
         log(f"size {size_name}: {size}")
         rows = []
         for name in pairs:
@@ -995,6 +1011,7 @@ def run_benchmark(
         result["sizes"][size_name] = {"dims": asdict(size), "pairs": {n: PAIRS[n].notes for n in pairs}, "rows": rows}
         result["load_avg_end"] = list(os.getloadavg())
         result["wall_seconds"] = time.perf_counter() - started
+        recompute_mfu(result)
         if checkpoint is not None:
             checkpoint(result)
     return result
@@ -1144,8 +1161,17 @@ BOUNDS = {
 }
 
 
+def _loaded(row: dict, rows: list[dict], settings: dict) -> bool:
+    """Whether a kept sample of this row (MFU: of its training row) saw more foreign load than allowed."""
+    if row["metric"] == "mfu":
+        row = next(r for r in rows if r["pair"] == row["pair"] and r["metric"] == "train")
+    loads = row.get("ours_foreign_load", []) + row.get("peer_foreign_load", [])
+    return bool(loads) and max(loads) > settings["max_foreign_load"]
+
+
 def targets_summary(result: dict) -> str:
-    """One line per issue target: the worst measured value per size, and whether it is met."""
+    """One line per issue target: the worst measured value per size, and whether it is met. Rows with a sample
+    taken under more foreign load than --max-foreign-load are left out (they stay in the full table)."""
     sizes = list(result["sizes"])
     lines = [
         "| target | " + " | ".join(f"{name}: worst measured" for name in sizes) + " | met |",
@@ -1154,9 +1180,11 @@ def targets_summary(result: dict) -> str:
     for label, covers, how in TARGET_SUMMARY:
         cells, verdicts = [], []
         for size_name in sizes:
-            rows = [r for r in result["sizes"][size_name]["rows"] if covers(r)]
+            all_rows = result["sizes"][size_name]["rows"]
+            rows = [r for r in all_rows if covers(r) and not _loaded(r, all_rows, result["settings"])]
             if not rows:
-                cells.append("not measured")
+                loaded = any(covers(r) for r in all_rows)
+                cells.append("only under foreign load" if loaded else "not measured")
                 continue
             if how == "breaks":
                 values = [r["ours"] for r in rows]
