@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from fourfold.configuration import get_config
 from fourfold.training.collators import collator_for
@@ -27,8 +28,10 @@ def test_pretraining_lowers_eval_loss(architecture, tmp_path):
     # 2+ nats (the others); an untrained model's eval loss moves by hundredths.
     assert results["eval_loss"] < results["eval_before_loss"] - 0.5
     assert results["eval_perplexity"] == pytest.approx(torch.tensor(results["eval_loss"]).exp().item(), rel=1e-4)
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "loss_curve.png", "samples.txt"):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "loss_curve.png", "samples.txt", "README.md"):
         assert (tmp_path / name).is_file(), name
+    card = ModelCard.load(tmp_path / "README.md")  # the model card, filled from the run's own files
+    assert f"fourfold-{architecture}" in card.data.tags and card.data.library_name == "transformers"
     config = json.loads((tmp_path / "config.json").read_text())
     tokenizer_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["vocab_size"] == 1000 and config["pad_token_id"] == 0 != config["eos_token_id"]

@@ -23,12 +23,12 @@ from transformers import (
     HfArgumentParser,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Trainer,
     TrainingArguments,
     set_seed,
 )
 
 from fourfold.configuration import ARCHITECTURES, get_config
+from fourfold.hub_cards import FourfoldTrainer, write_model_card
 from fourfold.modeling import (
     FourfoldDecoderForCausalLM,
     FourfoldEncoderForMaskedLM,
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     # the DistributedDataParallel wrap, leaving each process to train its own replica on its share of the batch.
     training_args.eval_on_start = True
     training_args.prediction_loss_only = True  # evaluation needs the loss only, not every logit gathered
-    trainer = Trainer(
+    trainer = FourfoldTrainer(  # a Trainer whose push_to_hub uploads fourfold's model card
         model=model,
         args=training_args,
         train_dataset=rows["train"],
@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         (Path(training_args.output_dir) / "samples.txt").write_text("\n\n".join(samples) + "\n")
         print("\n".join(["", "Samples:", *samples]))
+        run_arguments = (model_args, data_args, tokenizer_args, objective_args, training_args)
+        write_model_card(training_args.output_dir, run_arguments=run_arguments)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     return 0
 
 
