@@ -556,6 +556,8 @@ class FourfoldPrefixLMForSequenceClassification(FourfoldDecoderForSequenceClassi
     ) -> SequenceClassifierOutputWithPast:
         if prefix_mask is None and attention_mask is not None:
             prefix_mask = attention_mask
+        elif prefix_mask is None and input_ids is not None and self.config.pad_token_id is not None:
+            prefix_mask = (input_ids != self.config.pad_token_id).long()  # pads stay out, so no real token sees them
         elif prefix_mask is None:
             tokens = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
             if tokens is not None:  # (B, T) ids or (B, T, hidden) embeddings: the whole input is the prefix

@@ -265,3 +265,13 @@ def test_seq2seq_encoder_model_loads_the_encoder_half(tmp_path):
         actual = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     assert actual.shape == (B, T, 64)
     assert torch.equal(actual, expected)
+
+
+@torch.no_grad()
+def test_prefix_lm_classifier_keeps_padding_out_of_the_prefix_without_an_attention_mask():
+    # Right padding and no attention_mask: the default prefix is the non-pad tokens, so the pooled (last real) token
+    # sees exactly what it sees without the padding.
+    model = build("FourfoldPrefixLMForSequenceClassification", "prefix-lm", num_labels=3, initializer_range=0.3)
+    tokens = ids(batch=1, length=5)
+    padded = torch.cat([tokens, torch.zeros(1, 3, dtype=torch.long)], dim=1)  # pad_token_id 0
+    torch.testing.assert_close(model(padded).logits, model(tokens).logits, rtol=0, atol=1e-5)
