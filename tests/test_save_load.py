@@ -6,8 +6,6 @@ fourfold installed and, through `trust_remote_code=True`, in a fresh interpreter
 
 import ast
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 import torch
 import transformers
 from conftest import tiny_config
+from remote_code import run_without_fourfold
 
 from fourfold import modeling
 from fourfold.modeling import AUTO_MAP
@@ -147,22 +146,6 @@ def test_every_class_starts_from_the_pretrained_lm_checkpoint(checkpoints, model
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class BlockFourfold(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "fourfold" or name.startswith("fourfold."):
-                raise ImportError(f"{name} is blocked: the Hub code must work without fourfold")
-
-    sys.meta_path.insert(0, BlockFourfold())
-    sys.modules["fourfold"] = None
-    try:
-        import fourfold  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("fourfold is importable; the test would prove nothing")
-
     import torch, transformers
 
     cases = torch.load(sys.argv[1], weights_only=False)
@@ -198,24 +181,8 @@ def test_remote_code_loads_without_fourfold(checkpoints, tmp_path):
             assert case["generated"].shape[1] > 1
         cases.append(case)
     torch.save(cases, tmp_path / "cases.pt")
-    (tmp_path / "check.py").write_text(REMOTE_SCRIPT)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "OMP_NUM_THREADS": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "check.py", str(tmp_path / "cases.pt")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"checked {len(CASES)}" in result.stdout
+    stdout = run_without_fourfold(REMOTE_SCRIPT, tmp_path / "cases.pt", tmp_path)
+    assert f"checked {len(CASES)}" in stdout
 
 
 def test_hub_code_imports_only_torch_transformers_stdlib_and_siblings():
