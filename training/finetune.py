@@ -53,7 +53,7 @@ from fourfold.training.peft_support import (
     check_method,
     count_parameters,
 )
-from fourfold.training.pretrain import first_evaluation, recipe_to_flags
+from fourfold.training.pretrain import first_evaluation, parse_recipe_and_flags
 from fourfold.training.tasks import (
     AUTO_CLASSES,
     CLASSIFICATION_TASKS,
@@ -390,15 +390,12 @@ def summary_line(results: dict) -> str:
 
 def parse_arguments(argv: list[str] | None = None) -> tuple:
     """(model, data, peft, evaluation, training) arguments from an optional YAML recipe followed by flags."""
-    argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser(
         (ModelArguments, DataArguments, PeftArguments, EvaluationArguments, Seq2SeqTrainingArguments),
         prog="fourfold finetune",
         description=__doc__,
     )
-    if argv and argv[0].endswith((".yaml", ".yml")):
-        argv = recipe_to_flags(argv[0]) + argv[1:]
-    model_args, data_args, peft_args, eval_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, peft_args, eval_args, training_args = parse_recipe_and_flags(parser, argv)
     # The tokenized data holds exactly the model inputs (prefix_mask included), so nothing is dropped by name.
     training_args.remove_unused_columns = False
     training_args.label_names = (

@@ -282,12 +282,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_arguments(argv: list[str] | None = None) -> tuple:
     """(model, data, tokenizer, objective, training) arguments from an optional YAML recipe followed by flags."""
-    argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser(
         (ModelArguments, DataArguments, TokenizerArguments, ObjectiveArguments, TrainingArguments),
         prog="fourfold pretrain",
         description=__doc__,
     )
+    return parse_recipe_and_flags(parser, argv)
+
+
+def parse_recipe_and_flags(parser: HfArgumentParser, argv: list[str] | None) -> tuple:
+    """The parser's dataclasses from an optional YAML recipe (the first argument) followed by flags; flags win."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv = recipe_to_flags(argv[0]) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
