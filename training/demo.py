@@ -21,7 +21,6 @@ import datasets
 import transformers
 
 from fourfold.configuration import ARCHITECTURES
-from fourfold.hub_cards import write_model_card
 from fourfold.training import pretrain
 from fourfold.training.finetune import run_finetune, summary_line
 
@@ -61,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     for architecture in ARCHITECTURES if args.architecture == "all" else [args.architecture]:
         samples = (Path(args.output_dir) / architecture / "samples.txt").read_text().strip()
         print(f"\n[{architecture}]\n{samples}")
-        write_model_card(Path(args.output_dir) / architecture)
 
     if args.architecture in ("all", "encoder") and not args.skip_finetune:
         print("\nFine-tuning the pretrained encoder on the bundled SpamAssassin sample (spam or ham):")
@@ -72,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
             output_dir.mkdir(parents=True, exist_ok=True)
             with open(output_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):
                 results = run_finetune(flags)
-            write_model_card(output_dir)
             print(f"  {summary_line(results)}", flush=True)
     print(f"\nModels, tokenizers, loss curves, model cards and logs are in {args.output_dir}/.")
     return 0
