@@ -53,6 +53,12 @@ class FourfoldConfig(PreTrainedConfig):
         hidden_dropout / attention_dropout / classifier_dropout: dropout on sublayer outputs, attention
             probabilities and classifier inputs (`None`: use `hidden_dropout`).
         initializer_range: std of the normal init of every linear and embedding weight.
+
+    Training:
+        loss_chunk_size: in training (labels given, gradients on) the language-modeling heads compute the output
+            projection and cross-entropy this many tokens at a time and never hold full (tokens, vocab) logits;
+            the masked-LM head also projects only the masked positions. The output's `logits` is then `None`.
+            0 turns this off (full logits, as transformers' models return them). See `modeling/loss.py`.
     """
 
     keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
@@ -102,6 +108,9 @@ class FourfoldConfig(PreTrainedConfig):
     attention_dropout: float | int = 0.0
     classifier_dropout: float | int | None = None
     initializer_range: float = 0.02
+
+    # Training
+    loss_chunk_size: int = 1024
 
     # Special tokens and generation
     pad_token_id: int | None = 0
@@ -160,6 +169,11 @@ class FourfoldConfig(PreTrainedConfig):
             )
         if self.position_embedding_type == "rope" and self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary position embeddings.")
+        if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 0:
+            raise ValueError(
+                f"loss_chunk_size={self.loss_chunk_size!r} must be an int >= 0 (tokens per chunk of the training "
+                "loss; 0 turns chunking off)."
+            )
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")

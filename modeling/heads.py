@@ -38,6 +38,7 @@ from .configuration_fourfold import (
     FourfoldSeq2SeqConfig,
 )
 from .layers import make_norm
+from .loss import chunked_lm_loss, use_chunked_loss
 from .masks import prefix_lm_mask
 from .modeling_fourfold import (
     FourfoldDecoderModel,
@@ -169,10 +170,21 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
-        logits = self.lm_head(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        hidden_states = outputs.last_hidden_state
+        if use_chunked_loss(self, self.lm_head.decoder, labels):
+            # Only the ~15% masked positions have a label: predict those alone. (N, d) from (B, T, d).
+            masked = labels.to(hidden_states.device) != -100
+            head = self.lm_head
+            transformed = head.norm(head.act_fn(head.dense(hidden_states[masked])))
+            loss = chunked_lm_loss(
+                transformed, head.decoder, labels[masked], shift=False, chunk_size=self.config.loss_chunk_size, **kwargs
+            )
+            logits = None
+        else:
+            logits = self.lm_head(hidden_states)
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -395,10 +407,17 @@ class FourfoldDecoderForCausalLM(FourfoldPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        if use_chunked_loss(self, self.lm_head, labels, logits_to_keep):
+            chunk_size = self.config.loss_chunk_size
+            loss = chunked_lm_loss(
+                outputs.last_hidden_state, self.lm_head, labels, shift=True, chunk_size=chunk_size, **kwargs
+            )
+            logits = None
+        else:
+            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -670,10 +689,17 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        if use_chunked_loss(self, self.lm_head, labels, logits_to_keep):
+            chunk_size = self.config.loss_chunk_size
+            loss = chunked_lm_loss(
+                outputs.last_hidden_state, self.lm_head, labels, shift=False, chunk_size=chunk_size, **kwargs
+            )
+            logits = None
+        else:
+            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

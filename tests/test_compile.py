@@ -128,8 +128,9 @@ def test_recorded_outputs_are_one_graph(architecture):
 
 
 def test_compiled_training_step_matches_eager(architecture):
-    """`fullgraph=True` fails on any graph break, in the forward or the backward."""
-    model = build(architecture).train()
+    """`fullgraph=True` fails on any graph break, in the forward or the backward. Compiled models take the plain
+    loss (modeling/loss.py), so the eager twin does too; chunked vs plain is tests/test_chunked_loss.py."""
+    model = build(architecture, loss_chunk_size=0).train()
     twin = copy.deepcopy(model)
     inputs = training_inputs(architecture)
     compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")

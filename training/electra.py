@@ -108,9 +108,14 @@ class ReplacedTokenDetection(nn.Module):
     ) -> ReplacedTokenDetectionOutput:
         """`input_ids` and `labels` as `MaskedLMCollator` makes them (packed rows: `position_ids`, no mask)."""
         inputs = dict(attention_mask=attention_mask, position_ids=position_ids)
-        generated = self.generator(input_ids=input_ids, labels=labels, **inputs)
+        # The generator predicts the masked positions only; its logits there are sampled from, so it runs the plain
+        # head on those rows rather than the chunked loss (which keeps no logits).
+        masked = labels != -100
+        hidden = self.generator.model(input_ids=input_ids, **inputs).last_hidden_state[masked]  # (N, d)
+        generator_logits = self.generator.lm_head(hidden)  # (N, V)
+        generator_loss = nn.functional.cross_entropy(generator_logits.float(), labels[masked])
         with torch.no_grad():
-            sampled = self.sample(generated.logits[labels != -100].float())  # (N,) from (N, V)
+            sampled = self.sample(generator_logits.float())  # (N,)
         corrupted, replaced = replace_tokens(input_ids, labels, sampled)
         logits = self.discriminator(input_ids=corrupted, **inputs).logits.squeeze(-1)  # (B, T)
         counted = input_ids != self.discriminator.config.pad_token_id
@@ -120,8 +125,8 @@ class ReplacedTokenDetection(nn.Module):
             logits[counted].float(), replaced[counted].float()
         )
         return ReplacedTokenDetectionOutput(
-            loss=generated.loss + self.discriminator_weight * discriminator_loss,
-            generator_loss=generated.loss.detach(),
+            loss=generator_loss + self.discriminator_weight * discriminator_loss,
+            generator_loss=generator_loss.detach(),
             discriminator_loss=discriminator_loss.detach(),
             logits=logits,
             replaced=replaced,
