@@ -18,7 +18,8 @@ Metrics: training step (forward + backward + AdamW step) and inference forward i
 cache (greedy, exactly `new_tokens` new tokens, batch 1 and 8) in new tokens/s, peak training memory (a fresh
 subprocess per model: growth of VmHWM over two training steps on CPU, `max_memory_allocated` on CUDA), and model FLOPs
 utilisation of the training step against a large matmul timed in the same run. Plus: bf16 autocast vs fp32 (ours),
-and torch.compile graph breaks (and, with --compile, compiled vs eager).
+torch.compile graph breaks (and, with --compile, compiled vs eager), and document-aware packing vs padding (ours, on
+the bundled Moby-Dick paragraphs, in non-pad tokens/s).
 
 Fairness: one process, the same thread count, dtype, attention implementation, zero dropout, the same inputs;
 ours and the peer alternate sample by sample (warm-up first) and each side's median is reported. Every timed sample
@@ -37,12 +38,14 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -53,6 +56,7 @@ from transformers import (
     BartForConditionalGeneration,
     BertConfig,
     BertForMaskedLM,
+    DataCollatorForLanguageModeling,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
@@ -73,6 +77,9 @@ from fourfold.modeling import (
     FourfoldSeq2SeqConfig,
     FourfoldSeq2SeqForConditionalGeneration,
 )
+from fourfold.training.collators import CausalLMCollator
+from fourfold.training.data import BUNDLED_CORPUS, append_eos, group_texts
+from fourfold.training.tokenizer import train_tokenizer
 
 # --------------------------------------------------------------------------------------------------------------------
 # Sizes and settings
@@ -120,6 +127,7 @@ class Settings:
     retries: int = 3
     memory: bool = True
     graph_breaks: bool = True
+    packing: bool = True
     seed: int = 0
 
 
@@ -428,6 +436,7 @@ TARGETS = {
     "mfu": 0.60,
     "bf16_train": 1.3,
     "compile_train": 1.0,
+    "packing": 1.5,  # packed vs padded, per real (non-pad) token
 }
 NEVER_BELOW = 1.0  # no throughput ratio against a peer may fall below this
 
@@ -921,6 +930,117 @@ def bench_compile(size: Size, settings: Settings, log) -> list[dict]:
     return rows
 
 
+PACKED_BATCHES = 4  # the packing comparison's fixed set: this many full packed batches' worth of real tokens
+
+
+@lru_cache(maxsize=4)
+def _paragraph_tokenizer(vocab_size: int):
+    """The decoder's byte-level BPE tokenizer trained on the bundled corpus (as `fourfold pretrain` does), and the
+    corpus's paragraphs."""
+    chapters = [json.loads(line) for line in BUNDLED_CORPUS.read_text().splitlines() if line.strip()]
+    paragraphs = [p.strip() for chapter in chapters for p in chapter["text"].split("\n\n") if p.strip()]
+    return train_tokenizer(paragraphs, "decoder", vocab_size), paragraphs
+
+
+def packing_batches(size: Size, settings: Settings) -> dict:
+    """One fixed set of real documents, batched twice: padded and document-aware packed.
+
+    Documents are Moby-Dick paragraphs framed as the decoder's pretraining frames them (`<s> text </s>`), cut to
+    `size.seq` tokens and shuffled with the seed; documents are taken in that order until they hold
+    `PACKED_BATCHES * size.batch * size.seq` tokens (the last one cut to fit), so both sides see exactly the same
+    tokens. Packed: concatenated into rows of `size.seq` by `group_texts` (position ids restart at every document and
+    row start), labelled by `CausalLMCollator` (-100 at document starts), no attention_mask. Padded: `size.batch`
+    documents per batch, padded to the batch's longest, `attention_mask` and labels -100 on pads (transformers'
+    `DataCollatorForLanguageModeling(mlm=False)`).
+    """
+    tokenizer, paragraphs = _paragraph_tokenizer(size.vocab)
+    documents = tokenizer(paragraphs, verbose=False)["input_ids"]
+    documents = append_eos({"input_ids": documents}, tokenizer.eos_token_id)["input_ids"]
+    documents = [ids[: size.seq] for ids in documents]
+    random.Random(settings.seed).shuffle(documents)
+    budget = PACKED_BATCHES * size.batch * size.seq
+    chosen, total = [], 0
+    for ids in documents:
+        if total == budget:
+            break
+        chosen.append(ids[: budget - total])
+        total += len(chosen[-1])
+    if total < budget:
+        raise ValueError(f"the corpus holds {total} tokens, fewer than the {budget} the packing comparison needs")
+
+    def chunks(items: list, n: int) -> list[list]:
+        return [items[i : i + n] for i in range(0, len(items), n)]
+
+    def to_device(batch: dict) -> dict:
+        return {name: tensor.to(settings.device) for name, tensor in batch.items()}
+
+    rows = group_texts({"input_ids": chosen}, size.seq, packing=True)
+    packed_examples = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+    packed = [to_device(CausalLMCollator(tokenizer)(chunk)) for chunk in chunks(packed_examples, size.batch)]
+    pad_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    padded = [to_device(pad_collator([{"input_ids": ids} for ids in chunk])) for chunk in chunks(chosen, size.batch)]
+    padded_slots = sum(batch["input_ids"].numel() for batch in padded)
+    real = sum(int(batch["attention_mask"].sum()) for batch in padded)
+    if real != budget or len(packed_examples) * size.seq != budget:
+        raise RuntimeError(f"packed rows hold {len(packed_examples) * size.seq} tokens, padded batches {real}")
+    return {
+        "vocab_size": len(tokenizer),
+        "packed": packed,
+        "padded": padded,
+        "documents": len(chosen),
+        "real_tokens": real,
+        "padded_slots": padded_slots,
+        "padding_fraction": 1 - real / padded_slots,
+    }
+
+
+def train_pass_fn(model: nn.Module, batches: list[dict], settings: Settings) -> Callable[[], None]:
+    """A training step on every batch in turn, one AdamW throughout (`train_step_fn`'s inputs, refilled per batch)."""
+    inputs = dict(batches[0])
+    step = train_step_fn(model, inputs, settings)
+
+    def train_pass():
+        for batch in batches:
+            inputs.clear()
+            inputs.update(batch)
+            step()
+
+    return train_pass
+
+
+def bench_packing(size: Size, settings: Settings, log) -> list[dict]:
+    """Ours (the llama-like decoder): document-aware packed rows ('ours') vs padded batches ('peer') of the same
+    Moby-Dick paragraphs (`packing_batches`), training step in non-pad tokens/s: one call is a pass over the set."""
+    log("  packing vs padding (ours, llama-like decoder, Moby-Dick paragraphs)")
+    data = packing_batches(size, settings)
+    size = replace(size, vocab=max(size.vocab, data["vocab_size"]))  # micro: byte-level BPE needs 256 symbols
+    packed_model, padded_model = build_model(ours_llama, size, settings), build_model(ours_llama, size, settings)
+    o, p = interleaved(
+        train_pass_fn(packed_model, data["packed"], settings),
+        train_pass_fn(padded_model, data["padded"], settings),
+        settings,
+    )
+    return [
+        _row(
+            "packing",
+            "train",
+            "non-pad tokens/s",
+            o,
+            p,
+            tokens=data["real_tokens"],
+            target=TARGETS["packing"],
+            corpus="Moby-Dick paragraphs (training/data/moby_dick.jsonl)",
+            documents=data["documents"],
+            real_tokens=data["real_tokens"],
+            ours_batches=len(data["packed"]),
+            ours_rows=sum(len(batch["input_ids"]) for batch in data["packed"]),
+            peer_batches=len(data["padded"]),
+            peer_padded_tokens=data["padded_slots"],
+            peer_padding_fraction=data["padding_fraction"],
+        )
+    ]
+
+
 def recompute_mfu(result: dict) -> None:
     """MFU rows against the best matmul peak of the run (a later, quieter measurement may beat the first)."""
     peak = result["matmul_peak"]["flops_per_s"]
@@ -991,6 +1111,8 @@ def run_benchmark(
             rows += bench_pair(PAIRS[name], size, size_name, settings, peak["flops_per_s"], log)
         rows += bench_bf16(size, settings, log)
         rows += bench_compile(size, settings, log)
+        if settings.packing:
+            rows += bench_packing(size, settings, log)
         if settings.memory:
             for name in pairs:
                 log(f"  {name}: peak training memory (subprocesses)")
@@ -1061,9 +1183,11 @@ def _comparison(pair: str) -> str:
         return f"{pair} vs {PAIRS[pair].peer_name}"
     if pair.startswith("compile-") and pair != "compile-vs-eager":
         return f"ours {pair.removeprefix('compile-')}"
-    return {"bf16-vs-fp32": "ours llama: bf16 autocast vs fp32", "compile-vs-eager": "ours llama: compiled vs eager"}[
-        pair
-    ]
+    return {
+        "bf16-vs-fp32": "ours llama: bf16 autocast vs fp32",
+        "compile-vs-eager": "ours llama: compiled vs eager",
+        "packing": "ours llama: packed vs padded (Moby-Dick paragraphs)",
+    }[pair]
 
 
 def to_markdown(result: dict) -> str:
@@ -1112,6 +1236,14 @@ def to_markdown(result: dict) -> str:
                 f"{_fmt(row['peer'], unit)} | {ratio} | {target} | {_verdict(row)} | "
                 f"{retaken if 'ours_seconds' in row else ''} | {f'{max(loads):.2f}' if loads else ''} |"
             )
+        for row in block["rows"]:
+            if "peer_padding_fraction" in row:
+                lines += [
+                    "",
+                    f"Packed vs padded: the same {row['documents']} paragraphs ({row['real_tokens']:,} real tokens); "
+                    f"padded: {row['peer_batches']} batches of {d['batch']}, {100 * row['peer_padding_fraction']:.0f}% "
+                    f"padding; packed: {row['ours_rows']} rows of {d['seq']}, no padding.",
+                ]
         lines.append("")
     return "\n".join(lines)
 
@@ -1143,6 +1275,7 @@ TARGET_SUMMARY = [
     ),
     ("torch.compile: zero graph breaks", lambda r: r["metric"] == "graph_breaks", "breaks"),
     ("torch.compile >= eager (training)", lambda r: r["pair"] == "compile-vs-eager", "min"),
+    ("packing vs padding >= 1.5x non-pad tokens/s", lambda r: r["pair"] == "packing", "min"),
 ]
 PEERS = ("encoder", "gpt2", "llama", "t5", "bart")
 BOUNDS = {
@@ -1158,6 +1291,7 @@ BOUNDS = {
     "prefix LM within 5% of our decoder (training)": 0.95,
     "bf16 autocast >= 1.3x our fp32 (training)": 1.3,
     "torch.compile >= eager (training)": 1.0,
+    "packing vs padding >= 1.5x non-pad tokens/s": 1.5,
 }
 
 
@@ -1267,6 +1401,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readme-note", default="", help="a line put above the tables in the README")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-graph-breaks", action="store_true", help="skip counting torch.compile graph breaks")
+    parser.add_argument("--no-packing", action="store_true", help="skip packing vs padding (Moby-Dick paragraphs)")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -1291,6 +1426,7 @@ def main(argv: list[str] | None = None) -> None:
         retries=args.retries,
         memory=not args.no_memory,
         graph_breaks=not args.no_graph_breaks,
+        packing=not args.no_packing,
     )
     sizes = ["tiny", "small"] if args.size == "all" else [args.size]
     print(f"load average {os.getloadavg()}", flush=True)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
@@ -45,6 +46,33 @@ def test_rows_cover_every_metric_of_every_pair(result):
     assert train["t5"]["ours_attn"] == train["t5"]["peer_attn"] == "sdpa"
 
 
+def test_packing_row_compares_the_same_real_tokens(bench, result):
+    (row,) = [row for row in result["sizes"]["micro"]["rows"] if row["pair"] == "packing"]
+    assert row["metric"] == "train" and row["unit"] == "non-pad tokens/s" and row["target"] == 1.5
+    assert len(row["ours_seconds"]) == len(row["peer_seconds"]) == 1
+    assert row["ours"] > 0 and row["peer"] > 0 and math.isclose(row["ratio"], row["ours"] / row["peer"])
+    size = bench.SIZES["micro"]
+    assert row["real_tokens"] == bench.PACKED_BATCHES * size.batch * size.seq  # per side, the same tokens
+    assert row["ours_rows"] == bench.PACKED_BATCHES * size.batch and 0 <= row["peer_padding_fraction"] < 1
+    assert row["met"] == (row["ratio"] >= 1.5)
+
+
+def test_packing_batches_hold_the_same_documents_both_ways(bench):
+    size = bench.SIZES["tiny"]  # builds batches only: paragraphs up to 128 tokens, so the padded side pads
+    data = bench.packing_batches(size, bench.Settings())
+    packed, padded = data["packed"], data["padded"]
+    assert all("attention_mask" not in batch and "position_ids" in batch for batch in packed)
+    assert all(batch["input_ids"].shape == (size.batch, size.seq) for batch in packed)
+    assert all(len(batch["input_ids"]) <= size.batch and batch["input_ids"].shape[1] <= size.seq for batch in padded)
+    real = [batch["input_ids"][batch["attention_mask"].bool()] for batch in padded]  # the documents, in order
+    assert torch.equal(torch.cat(real), torch.cat([batch["input_ids"].flatten() for batch in packed]))
+    assert data["real_tokens"] == sum(len(r) for r in real) and 0.2 < data["padding_fraction"] < 0.8
+    for batch in padded:  # pads are masked out and never predicted
+        assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    starts = sum(int((batch["position_ids"] == 0).sum()) for batch in packed)
+    assert starts >= data["documents"]  # every document restarts the positions (and every row start does too)
+
+
 def test_json_and_markdown_outputs(bench, result, tmp_path):
     json_path, md_path = bench.write_outputs(result, tmp_path)
     loaded = json.loads(json_path.read_text())
@@ -62,6 +90,9 @@ def test_json_and_markdown_outputs(bench, result, tmp_path):
     assert header.startswith("| comparison | metric | ours | peer | ours/peer | target | met |")
     assert len(body) == len(result["sizes"]["micro"]["rows"])
     assert any(line.startswith("| encoder vs BertForMaskedLM | training step") for line in body)
+    packing = "| ours llama: packed vs padded (Moby-Dick paragraphs) | training step (non-pad tokens/s) |"
+    assert any(line.startswith(packing) for line in body)
+    assert "Packed vs padded: the same " in measurements
     summary = [line for line in targets.splitlines() if line.startswith("| ")]
     assert summary[0].startswith("| target | micro: worst measured | met |")
     assert len(summary) == 1 + len(bench.TARGET_SUMMARY)
