@@ -128,6 +128,7 @@ class Settings:
     memory: bool = True
     graph_breaks: bool = True
     packing: bool = True
+    metrics: tuple[str, ...] = ("train", "forward", "generate")  # of each comparison
     seed: int = 0
 
 
@@ -791,7 +792,6 @@ def bench_pair(pair: Pair, size: Size, size_name: str, settings: Settings, peak:
     rows = []
     ours, peer = build_model(pair.ours, size, settings), build_model(pair.peer, size, settings)
     batch = make_batch(pair.kind, size, settings)
-    tokens = size.batch * size.seq
     info = {
         "ours_class": type(ours).__name__,
         "peer_class": type(peer).__name__,
@@ -802,6 +802,18 @@ def bench_pair(pair: Pair, size: Size, size_name: str, settings: Settings, peak:
         "load_avg_1m": os.getloadavg()[0],
     }
 
+    if "train" in settings.metrics:
+        rows += bench_training(pair, ours, peer, batch, size, size_name, settings, peak, info, log)
+    if "forward" in settings.metrics:
+        rows += bench_forward(pair, ours, peer, batch, size, settings, log)
+    if pair.generates and "generate" in settings.metrics:
+        rows += bench_generation(pair, ours, peer, size, settings, log)
+    return rows
+
+
+def bench_training(pair, ours, peer, batch, size, size_name, settings, peak, info, log) -> list[dict]:
+    rows = []
+    tokens = size.batch * size.seq
     log(f"  {pair.name}: training step")
     o, p = interleaved(
         train_step_fn(ours, inputs_for(ours, batch), settings),
@@ -825,37 +837,43 @@ def bench_pair(pair: Pair, size: Size, size_name: str, settings: Settings, peak:
     # MFU's target is on ours, not on a ratio: mark it against the ours value.
     if rows[-1]["target"] is not None:
         rows[-1]["met"] = rows[-1]["ours"] >= rows[-1]["target"]
+    return rows
 
+
+def bench_forward(pair, ours, peer, batch, size, settings, log) -> list[dict]:
+    tokens = size.batch * size.seq
     log(f"  {pair.name}: inference forward")
     o, p = interleaved(
         forward_fn(ours, forward_inputs(pair.kind, batch, ours), settings),
         forward_fn(peer, forward_inputs(pair.kind, batch, peer), settings),
         settings,
     )
-    peer_is_ours = pair.name == "prefix-lm"  # its only target is training throughput within 5% of our decoder
-    forward_target = None if peer_is_ours else TARGETS["forward"]
-    rows.append(_row(pair.name, "forward", "tokens/s", o, p, tokens=tokens, target=forward_target))
+    forward_target = None if pair.name == "prefix-lm" else TARGETS["forward"]
+    return [_row(pair.name, "forward", "tokens/s", o, p, tokens=tokens, target=forward_target)]
 
-    if pair.generates:
-        for gen_batch in size.gen_batches:
-            log(f"  {pair.name}: generation, batch {gen_batch}")
-            o, p = interleaved(
-                generate_fn(ours, pair.kind, size, gen_batch, settings),
-                generate_fn(peer, pair.kind, size, gen_batch, settings),
-                settings,
+
+def bench_generation(pair, ours, peer, size, settings, log) -> list[dict]:
+    rows = []
+    peer_is_ours = pair.name == "prefix-lm"  # its only target is training throughput within 5% of our decoder
+    for gen_batch in size.gen_batches:
+        log(f"  {pair.name}: generation, batch {gen_batch}")
+        o, p = interleaved(
+            generate_fn(ours, pair.kind, size, gen_batch, settings),
+            generate_fn(peer, pair.kind, size, gen_batch, settings),
+            settings,
+        )
+        target = TARGETS["generate_b1"] if gen_batch == 1 else TARGETS["generate_b8"]
+        rows.append(
+            _row(
+                pair.name,
+                f"generate_b{gen_batch}",
+                "new tokens/s",
+                o,
+                p,
+                tokens=gen_batch * size.new_tokens,
+                target=None if peer_is_ours else target,
             )
-            target = TARGETS["generate_b1"] if gen_batch == 1 else TARGETS["generate_b8"]
-            rows.append(
-                _row(
-                    pair.name,
-                    f"generate_b{gen_batch}",
-                    "new tokens/s",
-                    o,
-                    p,
-                    tokens=gen_batch * size.new_tokens,
-                    target=None if peer_is_ours else target,
-                )
-            )
+        )
     return rows
 
 
@@ -1402,6 +1420,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-graph-breaks", action="store_true", help="skip counting torch.compile graph breaks")
     parser.add_argument("--no-packing", action="store_true", help="skip packing vs padding (Moby-Dick paragraphs)")
+    parser.add_argument(
+        "--metrics", nargs="+", choices=Settings.metrics, default=Settings.metrics, help="of each comparison"
+    )
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -1427,6 +1448,7 @@ def main(argv: list[str] | None = None) -> None:
         memory=not args.no_memory,
         graph_breaks=not args.no_graph_breaks,
         packing=not args.no_packing,
+        metrics=tuple(args.metrics),
     )
     sizes = ["tiny", "small"] if args.size == "all" else [args.size]
     print(f"load average {os.getloadavg()}", flush=True)

@@ -184,7 +184,12 @@ class FourfoldAttention(nn.Module):
 
 
 class FourfoldMLP(nn.Module):
-    """Position-wise feed-forward: gated `down(act(gate(x)) * up(x))` (SwiGLU, GeGLU) or plain `down(act(up(x)))`."""
+    """Position-wise feed-forward: gated `down(act(gate(x)) * up(x))` (SwiGLU, GeGLU) or plain `down(act(up(x)))`.
+
+    In training, the activation and `down_proj` run as one autograd function (`_ActivatedDown`) that keeps only the
+    activation's inputs for backward and recomputes the activation there: one to two fewer (tokens, intermediate)
+    tensors per layer held between forward and backward, for one extra elementwise pass.
+    """
 
     def __init__(self, config: FourfoldConfig):
         super().__init__()
@@ -192,12 +197,75 @@ class FourfoldMLP(nn.Module):
         self.gate_proj = nn.Linear(hidden, inner, bias=bias) if config.mlp_type == "gated" else None
         self.up_proj = nn.Linear(hidden, inner, bias=bias)
         self.down_proj = nn.Linear(inner, hidden, bias=bias)
-        self.act_fn = ACT2FN[config.hidden_act]
+        # transformers' "gelu_new" is a chain of Python ops; torch's tanh GELU is the same function in one kernel.
+        self.act_fn = _gelu_tanh if config.hidden_act == "gelu_new" else ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate_proj is None:
-            return self.down_proj(self.act_fn(self.up_proj(x)))
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        up = self.up_proj(x)
+        gate = None if self.gate_proj is None else self.gate_proj(x)
+        if self._recompute_activation():
+            return _ActivatedDown.apply(self.act_fn, up, gate, self.down_proj.weight, self.down_proj.bias)
+        return self.down_proj(_activate(self.act_fn, up, gate))
+
+    def _recompute_activation(self) -> bool:
+        """Only when nothing else needs `down_proj`'s call (a PEFT-wrapped or hooked layer keeps its own forward),
+        and not while torch.compile traces (inductor decides what to keep by itself)."""
+        down = self.down_proj
+        return (
+            self.training
+            and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and type(down) is nn.Linear
+            and not down._forward_hooks
+            and not down._forward_pre_hooks
+        )
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.gelu(x, approximate="tanh")
+
+
+def _activate(act_fn: Callable, up: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return act_fn(up) if gate is None else act_fn(gate) * up
+
+
+class _ActivatedDown(torch.autograd.Function):
+    """`linear(activate(up, gate), weight, bias)`, saving `up` and `gate` rather than the activation's output.
+
+    Written by hand (torch's checkpointing would recompute the matmul too): the backward pass recomputes only the
+    elementwise activation, for `down_proj`'s weight gradient and the activation's own backward. Autocast state is
+    carried from forward to backward, so the matmuls run in the same dtype both ways.
+    """
+
+    @staticmethod
+    def forward(ctx, act_fn, up, gate, weight, bias):
+        device_type = up.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        ctx.act_fn = act_fn
+        ctx.save_for_backward(up, gate, weight)
+        return nn.functional.linear(_activate(act_fn, up, gate), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        up, gate, weight = ctx.saved_tensors
+        needs_up, needs_gate, needs_weight, needs_bias = ctx.needs_input_grad[1:5]
+        device_type, autocast_enabled, autocast_dtype = ctx.autocast
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_enabled), torch.enable_grad():
+            up = up.detach().requires_grad_(needs_up)
+            gate = None if gate is None else gate.detach().requires_grad_(needs_gate)
+            activated = _activate(ctx.act_fn, up, gate)  # (..., inner), recomputed
+            grad_activated = grad_output @ weight  # (..., hidden) @ (hidden, inner) -> (..., inner)
+            flat_grad = grad_output.reshape(-1, grad_output.shape[-1])  # (N, hidden)
+            grad_weight = grad_bias = None
+            if needs_weight:  # (hidden, N) @ (N, inner)
+                grad_weight = (flat_grad.T @ activated.detach().reshape(-1, activated.shape[-1])).to(weight.dtype)
+            if needs_bias:
+                grad_bias = flat_grad.sum(0).to(weight.dtype)
+            inputs = [t for t in (up, gate) if t is not None and t.requires_grad]
+            grads = iter(torch.autograd.grad(activated, inputs, grad_activated) if inputs else ())
+        grad_up = next(grads) if needs_up else None
+        grad_gate = next(grads) if gate is not None and needs_gate else None
+        return None, grad_up, grad_gate, grad_weight, grad_bias
 
 
 class FourfoldBlock(GradientCheckpointingLayer):
