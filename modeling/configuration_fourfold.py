@@ -110,7 +110,7 @@ class FourfoldConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     # Training
-    loss_chunk_size: int = 1024
+    loss_chunk_size: int = 512
 
     # Special tokens and generation
     pad_token_id: int | None = 0
