@@ -129,6 +129,7 @@ class Settings:
     graph_breaks: bool = True
     packing: bool = True
     metrics: tuple[str, ...] = ("train", "forward", "generate")  # of each comparison
+    vocab: int = 0  # > 0: this vocabulary size at every size instead of the size's own
     seed: int = 0
 
 
@@ -137,6 +138,11 @@ class Settings:
 # --------------------------------------------------------------------------------------------------------------------
 
 PAD, BOS, EOS = 0, 1, 2  # BART's own ids (0 bos, 1 pad, 2 eos) are set in its builders
+
+
+def size_for(name: str, settings: Settings) -> Size:
+    """The named size, with `--vocab` applied."""
+    return replace(SIZES[name], vocab=settings.vocab) if settings.vocab else SIZES[name]
 
 
 def _common(size: Size) -> dict:
@@ -455,6 +461,9 @@ def build_model(builder: Callable[[Size], nn.Module], size: Size, settings: Sett
     return model.to(settings.device)
 
 
+MASKED_FRACTION = 0.15  # MLM: the share of positions that carry a label
+
+
 def make_batch(kind: str, size: Size, settings: Settings, *, batch: int | None = None, length: int | None = None):
     """Training inputs (with labels) for the task kind; the same tensors go to both sides."""
     batch, length = batch or size.batch, length or size.seq
@@ -462,7 +471,7 @@ def make_batch(kind: str, size: Size, settings: Settings, *, batch: int | None =
     input_ids = torch.randint(3, size.vocab, (batch, length), generator=generator)
     inputs = {"input_ids": input_ids}
     if kind == "mlm":
-        chosen = torch.rand(batch, length, generator=generator) < 0.15
+        chosen = torch.rand(batch, length, generator=generator) < MASKED_FRACTION
         inputs["labels"] = input_ids.masked_fill(~chosen, -100)
     elif kind == "causal":
         inputs["labels"] = input_ids.clone()
@@ -508,7 +517,11 @@ def training_flops(model: nn.Module, kind: str, size: Size) -> float:
     """PaLM-style model FLOPs of one training step (see the module docstring)."""
     tokens = size.batch * size.seq  # seq2seq: every weight sees `seq` tokens (source = target length)
     layers = size.layers * (3 if kind == "seq2seq" else 1)  # seq2seq: encoder self, decoder self and cross
-    return 6 * matmul_parameters(model) * tokens + 12 * size.hidden * size.seq**2 * size.batch * layers
+    weights = matmul_parameters(model)
+    if kind == "mlm":  # the prediction head is needed at the masked positions only, whichever side computes more
+        head = model.lm_head if hasattr(model, "lm_head") else model.cls
+        weights -= (1 - MASKED_FRACTION) * matmul_parameters(head)
+    return 6 * weights * tokens + 12 * size.hidden * size.seq**2 * size.batch * layers
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1113,13 +1126,14 @@ def run_benchmark(
         "settings": asdict(settings),
         "load_avg_start": list(os.getloadavg()),
         "flops_formula": "6 * N_matmul * B * T + 12 * d * T^2 * B per attention layer (seq2seq: encoder self, "
-        "decoder self and cross); N_matmul = weights of every linear layer and the LM head",
+        "decoder self and cross); N_matmul = weights of every linear layer and the LM head (masked LM: the prediction "
+        "head counted at the masked 15% of positions only)",
         "sizes": {},
     }
     started = time.perf_counter()
     result["matmul_peaks"] = []
     for size_name in sizes:
-        size = SIZES[size_name]
+        size = size_for(size_name, settings)
         # Re-measured per size, and the best kept: foreign load can only lower it, and a low peak inflates MFU.
         result["matmul_peaks"].append(matmul_peak(settings))
         peak = result["matmul_peak"] = max(result["matmul_peaks"], key=lambda p: p["flops_per_s"])
@@ -1423,6 +1437,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-graph-breaks", action="store_true", help="skip the torch.compile checks (graph breaks, compiled vs eager)"
     )
     parser.add_argument("--no-packing", action="store_true", help="skip packing vs padding (Moby-Dick paragraphs)")
+    parser.add_argument("--vocab", type=int, default=0, help="vocabulary size at every size (0: the size's own)")
     parser.add_argument(
         "--metrics", nargs="+", choices=Settings.metrics, default=Settings.metrics, help="of each comparison"
     )
@@ -1437,7 +1452,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings(**spec["settings"])
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        print(json.dumps(peak_training_memory(spec["pair"], spec["side"], SIZES[spec["size"]], settings)))
+        size = size_for(spec["size"], settings)
+        print(json.dumps(peak_training_memory(spec["pair"], spec["side"], size, settings)))
         return
     settings = Settings(
         device=args.device,
@@ -1452,6 +1468,7 @@ def main(argv: list[str] | None = None) -> None:
         graph_breaks=not args.no_graph_breaks,
         packing=not args.no_packing,
         metrics=tuple(args.metrics),
+        vocab=args.vocab,
     )
     sizes = ["tiny", "small"] if args.size == "all" else [args.size]
     print(f"load average {os.getloadavg()}", flush=True)
