@@ -171,9 +171,11 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        if use_chunked_loss(self, self.lm_head.decoder, labels):
+        plain_head = type(self.lm_head) is FourfoldMaskedLMHead and not self.lm_head._forward_hooks  # not PEFT-wrapped
+        if plain_head and use_chunked_loss(self, self.lm_head.decoder, labels):
             # Only the ~15% masked positions have a label: predict those alone. (N, d) from (B, T, d).
-            masked = labels.to(hidden_states.device) != -100
+            labels = labels.to(hidden_states.device)
+            masked = labels != -100  # (B, T)
             head = self.lm_head
             transformed = head.norm(head.act_fn(head.dense(hidden_states[masked])))
             loss = chunked_lm_loss(

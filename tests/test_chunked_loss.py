@@ -143,3 +143,21 @@ def test_chunk_size_does_not_change_the_result(chunk_size):
 def test_bad_chunk_size_is_refused():
     with pytest.raises(ValueError, match="loss_chunk_size"):
         tiny_config("decoder", loss_chunk_size=-1)
+
+
+@pytest.mark.parametrize("architecture", ["encoder", "decoder"])
+def test_peft_wrapped_head_takes_the_plain_path(architecture):
+    """With the head in PEFT's `modules_to_save`, the trainable copy must be the one that predicts: the plain path
+    (full logits) runs, and its loss moves when only the copy's weights change."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = _pair(architecture)
+    peft_model = get_peft_model(model, LoraConfig(target_modules=["q_proj"], modules_to_save=["lm_head"])).train()
+    batch = _batch(architecture, model.config.vocab_size)
+    before = peft_model(**batch)
+    assert before.logits is not None
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "modules_to_save" in name and name.endswith("bias" if architecture == "encoder" else "weight"):
+                parameter.add_(torch.randn_like(parameter))
+    assert not torch.allclose(peft_model(**batch).loss, before.loss)
