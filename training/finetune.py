@@ -2,11 +2,13 @@
 
 Reads top to bottom: parse -> data (checked) -> tokenizer -> model for the task -> PEFT adapter -> tokenized data ->
 collator -> Trainer -> evaluate -> save. Tasks (see tasks.py): sequence-classification, token-classification,
-question-answering, multiple-choice, causal-lm (prompt -> completion; the loss on the completion only; on a prefix
-LM the prompt is the prefix) and text-to-text (seq2seq, scored on generated text). sequence-classification also
-takes `--problem_type regression` (a number per row, one output, MSE loss; scored by MSE, MAE, Pearson, Spearman)
-and `--problem_type multi_label_classification` (a list of label names or ids per row, or a string split on
-`--label_separator`; multi-hot targets, BCE loss; scored by micro/macro F1 and subset accuracy at sigmoid > 0.5).
+question-answering (a context longer than --max_length becomes windows that overlap by --doc_stride tokens; scored by
+the best span over an example's windows), multiple-choice, causal-lm (prompt -> completion; the loss on the completion
+only; on a prefix LM the prompt is the prefix) and text-to-text (seq2seq, scored on generated text).
+sequence-classification also takes `--problem_type regression` (a number per row, one output, MSE loss; scored by MSE,
+MAE, Pearson, Spearman) and `--problem_type multi_label_classification` (a list of label names or ids per row, or a
+string split on `--label_separator`; multi-hot targets, BCE loss; scored by micro/macro F1 and subset accuracy at
+sigmoid > 0.5).
 
 Methods (see peft_support.py): full (every weight), lora, dora, ia3, prompt-tuning, prefix-tuning. The adapters
 target the attention and MLP projections by default, and the task head is trained in full beside them; `--merge`
@@ -60,6 +62,7 @@ from fourfold.training.tasks import (
     TASKS,
     Columns,
     check_columns,
+    check_doc_stride,
     check_mc_labels,
     check_problem_type,
     check_task_fits,
@@ -135,7 +138,21 @@ class DataArguments:
     prompt_column: str = field(default="prompt", metadata={"help": "causal-lm: the prompt (no loss on it)."})
     completion_column: str = field(default="completion", metadata={"help": "causal-lm: the completion to learn."})
     target_column: str = field(default="target", metadata={"help": "text-to-text: the target text."})
-    max_length: int = field(default=128, metadata={"help": "Longest input in tokens (longer inputs are cut)."})
+    max_length: int = field(
+        default=128,
+        metadata={
+            "help": "Longest input in tokens (longer inputs are cut; question-answering splits a long context into "
+            "overlapping windows instead, see --doc_stride)."
+        },
+    )
+    # run_qa.py's 128 assumes max_length 384; a quarter of our default max_length keeps the same overlap ratio.
+    doc_stride: int = field(
+        default=32,
+        metadata={
+            "help": "Question answering: a context longer than --max_length is split into overlapping windows, one "
+            "feature each; this many tokens overlap. An integer >= 0, below the room the question leaves."
+        },
+    )
     max_target_length: int = field(default=64, metadata={"help": "text-to-text: longest target in tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
@@ -211,6 +228,8 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     check_problem_type(task, problem_type)
     model_type = config.model_type
     check_method(peft_args.method, task, model_type, peft_args.merge)
+    if task == "question-answering":
+        check_doc_stride(data_args.doc_stride, data_args.max_length)
 
     # 2. Data, raw, with its labels checked before anything is built.
     raw = load_text_dataset(
@@ -277,17 +296,24 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         data_args.max_target_length,
         problem_type,
         data_args.label_separator,
+        data_args.doc_stride,
     )
 
     # 7. Collator and metrics.
     collator = collator_for(task, tokenizer, model if task == "text-to-text" else None)
-    validation_offsets = None
-    if task == "question-answering":
-        validation_offsets = qa_features(
-            raw["validation"][:], tokenizer, columns, data_args.max_length, set(), with_offsets=True
-        )["offset_mapping"]
+    validation_features = None
+    if task == "question-answering":  # the windows' offsets and example ids, for scoring only (not model inputs)
+        validation_features = qa_features(
+            raw["validation"][:],
+            tokenizer,
+            columns,
+            data_args.max_length,
+            set(),
+            with_offsets=True,
+            doc_stride=data_args.doc_stride,
+        )
     compute_metrics = compute_metrics_for(
-        task, tokenizer, labels, raw["validation"], validation_offsets, columns, problem_type
+        task, tokenizer, labels, raw["validation"], validation_features, columns, problem_type
     )
 
     # 8. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`), as in

@@ -18,6 +18,15 @@ bidirectional prefix (`prefix_mask`), so labels are -100 exactly where the prefi
     labels      -100 -100 -100  A    A   </s>
     prefix_mask   1    1    1   0    0    0
 
+question-answering splits a context longer than `max_length` into overlapping windows (`doc_stride` tokens of
+overlap), one feature each, as transformers' run_qa.py does; a window points at the answer only when it holds the
+whole answer, else at the first token (SQuAD v2's "no answer"). Scoring takes, per example, the best span over all of
+its windows:
+
+    example 0:  [CLS] question [SEP] context tokens 0 ... 9            [SEP]   answer not here -> (0, 0)
+                [CLS] question [SEP]       context tokens 6 ... 15     [SEP]   answer here     -> its tokens
+                                            '-- doc_stride = 4 tokens seen twice
+
 Every task's label checks run on the raw data before a model is built, so bad labels fail in seconds.
 """
 
@@ -248,9 +257,11 @@ def tokenize(
     max_target_length: int,
     problem_type: str = "single_label_classification",
     label_separator: str | None = None,
+    doc_stride: int = 32,
 ) -> DatasetDict:
     """Tokenized splits for `task`, keeping only what the model and collator read. Sequence-classification labels:
-    a class id, a float (regression), or a multi-hot float vector (multi-label)."""
+    a class id, a float (regression), or a multi-hot float vector (multi-label). Question answering: one row per
+    window of a long context (`qa_features`), so a split may hold more rows than examples."""
     keep = model_input_names(config)
     label2id = {name: i for i, name in enumerate(labels)} if labels else {}
 
@@ -291,7 +302,7 @@ def tokenize(
         return rows
 
     def question_answering(batch):
-        return qa_features(batch, tokenizer, columns, max_length, keep, with_offsets=False)
+        return qa_features(batch, tokenizer, columns, max_length, keep, with_offsets=False, doc_stride=doc_stride)
 
     def multiple_choice(batch):
         rows = {k: [] for k in keep}
@@ -346,25 +357,74 @@ def tokenize(
     )
 
 
-def qa_features(batch, tokenizer, columns: Columns, max_length: int, keep: set[str], with_offsets: bool) -> dict:
-    """SQuAD-style features: question + context, the answer's start/end token (0, 0 when truncated away).
+def check_doc_stride(doc_stride, max_length: int) -> None:
+    """`doc_stride` (question answering) is a whole number of tokens, >= 0 and below `max_length`."""
+    if isinstance(doc_stride, bool) or not isinstance(doc_stride, int | np.integer) or doc_stride < 0:
+        raise ValueError(
+            f"--doc_stride {doc_stride!r}: the overlap between the windows of a long context is a number of tokens, "
+            "an integer >= 0; pass e.g. --doc_stride 32 (a quarter of --max_length is usual)."
+        )
+    if doc_stride >= max_length:
+        raise ValueError(
+            f"--doc_stride {doc_stride} must be smaller than --max_length {max_length}: the overlap is part of each "
+            "window, beside the question. Lower --doc_stride (a quarter of --max_length is usual) or raise "
+            "--max_length."
+        )
 
-    One feature per example (no document stride): contexts longer than `max_length` are cut, and an answer cut off
-    points at the first token, as in SQuAD v2's "no answer".
+
+def check_context_room(questions: list[str], tokenizer, max_length: int, doc_stride: int) -> None:
+    """Each question must leave room for the context in `max_length` (after the special tokens), and that room must
+    exceed `doc_stride`, or no window could advance (the tokenizer would panic rather than raise)."""
+    check_doc_stride(doc_stride, max_length)
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    for question, ids in zip(questions, tokenizer(questions, add_special_tokens=False)["input_ids"], strict=True):
+        room = max_length - len(ids) - specials
+        shown = question if len(question) <= 80 else question[:77] + "..."
+        if room < 1:
+            raise ValueError(
+                f"The question {shown!r} is {len(ids)} tokens, which with {specials} special tokens leaves no room "
+                f"for the context in --max_length {max_length}. Raise --max_length above "
+                f"{len(ids) + specials + doc_stride}, or shorten or drop such questions."
+            )
+        if doc_stride >= room:
+            raise ValueError(
+                f"--doc_stride {doc_stride} must be smaller than the {room} tokens that the question {shown!r} "
+                f"({len(ids)} tokens) leaves for the context in --max_length {max_length}: lower --doc_stride below "
+                f"{room}, or raise --max_length above {len(ids) + specials + doc_stride}."
+            )
+
+
+def qa_features(
+    batch, tokenizer, columns: Columns, max_length: int, keep: set[str], with_offsets: bool, doc_stride: int = 32
+) -> dict:
+    """SQuAD-style features: question + one window of the context, and the answer's start/end token in it.
+
+    A context longer than `max_length` (after the question and special tokens) is split into overlapping windows,
+    `doc_stride` tokens of overlap, each one feature: nothing is cut away. A window points at the answer when it holds
+    the whole answer, and at the first token (0, 0: SQuAD v2's "no answer") when it does not. With `with_offsets`,
+    each feature also carries `offset_mapping` (character spans of its context tokens, None elsewhere) and
+    `example_id` (the index of its example in `batch`): what scoring needs to map windows back to examples. Neither
+    is a model input, so the tokenized datasets leave them out.
     """
+    questions, contexts = batch[columns.question], batch[columns.context]
+    check_context_room(questions, tokenizer, max_length, doc_stride)
     encoded = tokenizer(
-        batch[columns.question],
-        batch[columns.context],
+        questions,
+        contexts,
         truncation="only_second",
         max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
+    example_ids = encoded["overflow_to_sample_mapping"]  # feature -> its example's index in the batch
     rows = {k: v for k, v in encoded.items() if k in keep}
     rows["start_positions"], rows["end_positions"], offsets = [], [], []
-    for i, answers in enumerate(batch[columns.answers]):
+    for i, example in enumerate(example_ids):
         sequence_ids = encoded.sequence_ids(i)
         row_offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids, strict=True)]
         offsets.append(row_offsets)
+        answers = batch[columns.answers][example]
         start_char = answers["answer_start"][0]
         end_char = start_char + len(answers["text"][0])
         start = end = 0
@@ -380,6 +440,7 @@ def qa_features(batch, tokenizer, columns: Columns, max_length: int, keep: set[s
         rows["end_positions"].append(end)
     if with_offsets:
         rows["offset_mapping"] = offsets
+        rows["example_id"] = list(example_ids)
     return rows
 
 
@@ -530,7 +591,12 @@ def compute_metrics_for(
     columns: Columns | None = None,
     problem_type: str = "single_label_classification",
 ) -> Callable[[EvalPrediction], dict] | None:
-    """The Trainer's `compute_metrics` for `task` (None for causal-lm: perplexity comes from the loss)."""
+    """The Trainer's `compute_metrics` for `task` (None for causal-lm: perplexity comes from the loss).
+
+    Question answering needs `raw_validation` (the examples: contexts and answers) and `validation_features`: the
+    `qa_features(..., with_offsets=True)` of those examples, in the evaluation data's order, whose `example_id` and
+    `offset_mapping` map each prediction (one per window) back to its example's context.
+    """
     if task == "sequence-classification" and problem_type == "regression":
 
         def regression_metrics(p: EvalPrediction) -> dict:
@@ -579,10 +645,20 @@ def compute_metrics_for(
     if task == "question-answering":
 
         def span_metrics(p: EvalPrediction) -> dict:
+            # One prediction per feature (window); an example's answer is the best span over its windows.
             start_logits, end_logits = p.predictions[:2]
+            offsets, example_ids = validation_features["offset_mapping"], validation_features["example_id"]
+            if len(start_logits) != len(example_ids):
+                raise RuntimeError(
+                    f"{len(start_logits)} predictions for {len(example_ids)} validation features: the evaluation "
+                    "data and the features used for scoring must come from the same tokenization."
+                )
+            windows = collections.defaultdict(list)  # example -> its features, in context order
+            for feature, example in enumerate(example_ids):
+                windows[example].append((start_logits[feature], end_logits[feature], offsets[feature]))
             predictions, references = [], []
             for i, example in enumerate(raw_validation):
-                text = best_span(start_logits[i], end_logits[i], validation_features[i], example[columns.context])
+                text = best_span(windows[i], example[columns.context])
                 predictions.append({"id": str(i), "prediction_text": text})
                 answers = example[columns.answers]
                 references.append(
@@ -607,15 +683,28 @@ def compute_metrics_for(
     return None
 
 
-def best_span(start_logits, end_logits, offsets, context: str, max_answer_tokens: int = 30) -> str:
-    """The highest-scoring span (start <= end, inside the context, at most `max_answer_tokens`) as context text."""
+def window_best_span(start_logits, end_logits, offsets, max_answer_tokens: int = 30) -> tuple[float, int, int]:
+    """One window's highest-scoring span (start <= end, inside the context, at most `max_answer_tokens`) as
+    (start logit + end logit, start char, end char); (-inf, 0, 0) when no span qualifies."""
     inside = [o is not None for o in offsets]
-    best, best_score = (0, -1), -np.inf
+    best, best_score = (0, 0), -np.inf
     for start in np.argsort(start_logits)[::-1][:20]:
         for end in np.argsort(end_logits)[::-1][:20]:
             if start < len(inside) and end < len(inside) and inside[start] and inside[end]:
                 if start <= end < start + max_answer_tokens and start_logits[start] + end_logits[end] > best_score:
-                    best, best_score = (start, end), start_logits[start] + end_logits[end]
-    if best_score == -np.inf:
-        return ""
-    return context[offsets[best[0]][0] : offsets[best[1]][1]]
+                    best, best_score = (offsets[start][0], offsets[end][1]), start_logits[start] + end_logits[end]
+    return float(best_score), best[0], best[1]
+
+
+def best_span(windows, context: str, max_answer_tokens: int = 30) -> str:
+    """The highest-scoring span over an example's windows, as context text ("" when no window has a valid span).
+
+    Args:
+        windows: one (start_logits, end_logits, offsets) per feature of the example; offsets are character spans
+            into `context` for context tokens and None elsewhere (question, special tokens, padding).
+        context: the example's full context.
+        max_answer_tokens: the longest span considered.
+    """
+    spans = [window_best_span(s, e, o, max_answer_tokens) for s, e, o in windows]
+    score, start, end = max(spans, key=lambda span: span[0], default=(-np.inf, 0, 0))
+    return context[start:end] if score > -np.inf else ""
