@@ -10,7 +10,7 @@ from fourfold.training.metrics import LOCAL_METRICS, load_metric, perplexity
 
 
 def test_every_metric_is_bundled():
-    assert set(LOCAL_METRICS) == {"accuracy", "f1", "seqeval", "squad", "rouge", "sacrebleu"}
+    assert set(LOCAL_METRICS) == {"accuracy", "f1", "seqeval", "squad", "squad_v2", "rouge", "sacrebleu"}
 
 
 def test_accuracy():

@@ -3,8 +3,10 @@
 Reads top to bottom: parse -> data (checked) -> tokenizer -> model for the task -> PEFT adapter -> tokenized data ->
 collator -> Trainer -> evaluate -> save. Tasks (see tasks.py): sequence-classification, token-classification,
 question-answering (a context longer than --max_length becomes windows that overlap by --doc_stride tokens; scored by
-the best span over an example's windows), multiple-choice, causal-lm (prompt -> completion; the loss on the completion
-only; on a prefix LM the prompt is the prefix) and text-to-text (seq2seq, scored on generated text).
+the best span over an example's windows; questions with no answer, SQuAD v2, train towards the first token and are
+answered "" when its score wins, see --null_score_diff_threshold), multiple-choice, causal-lm (prompt -> completion;
+the loss on the completion only; on a prefix LM the prompt is the prefix) and text-to-text (seq2seq, scored on
+generated text).
 sequence-classification also takes `--problem_type regression` (a number per row, one output, MSE loss; scored by MSE,
 MAE, Pearson, Spearman) and `--problem_type multi_label_classification` (a list of label names or ids per row, or a
 string split on `--label_separator`; multi-hot targets, BCE loss; scored by micro/macro F1 and subset accuracy at
@@ -65,6 +67,7 @@ from fourfold.training.tasks import (
     check_doc_stride,
     check_mc_labels,
     check_problem_type,
+    check_qa_answers,
     check_task_fits,
     collator_for,
     compute_metrics_for,
@@ -153,6 +156,14 @@ class DataArguments:
             "feature each; this many tokens overlap. An integer >= 0, below the room the question leaves."
         },
     )
+    version_2_with_negative: bool = field(
+        default=False,
+        metadata={
+            "help": "Question answering: some questions have no answer (SQuAD v2: empty 'text' and 'answer_start' "
+            "lists); evaluation may then predict no answer and is scored by squad_v2. Turned on by itself when any "
+            "split has such a question."
+        },
+    )
     max_target_length: int = field(default=64, metadata={"help": "text-to-text: longest target in tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
@@ -192,6 +203,14 @@ class PeftArguments:
 class EvaluationArguments:
     evaluate_before: bool = field(
         default=True, metadata={"help": "Evaluate once before training too, so results.json shows the change."}
+    )
+    null_score_diff_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "Question answering with --version_2_with_negative: predict no answer when the null score "
+            "(first token's start + end logit) beats the best span's score by more than this; raise it to answer "
+            "more often."
+        },
     )
 
 
@@ -253,6 +272,9 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         )
     if task == "multiple-choice":
         check_mc_labels(raw, columns)
+    if task == "question-answering" and check_qa_answers(raw, columns) and not data_args.version_2_with_negative:
+        print("Some questions have no answer: training and scoring as SQuAD v2 (--version_2_with_negative).")
+        data_args.version_2_with_negative = True
 
     # 3. Tokenizer: the checkpoint's, or (fresh preset) one trained on the training text.
     tokenizer = load_tokenizer(model_args, raw, columns, task, preset)
@@ -313,7 +335,15 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
             doc_stride=data_args.doc_stride,
         )
     compute_metrics = compute_metrics_for(
-        task, tokenizer, labels, raw["validation"], validation_features, columns, problem_type
+        task,
+        tokenizer,
+        labels,
+        raw["validation"],
+        validation_features,
+        columns,
+        problem_type,
+        data_args.version_2_with_negative,
+        eval_args.null_score_diff_threshold,
     )
 
     # 8. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`), as in

@@ -7,6 +7,7 @@
       micro/macro f1, subset accuracy at sigmoid > 0.5)
     token-classification      AutoModelForTokenClassification      text (list of words), label (tags)   seqeval F1
     question-answering        AutoModelForQuestionAnswering        question, context, answers (SQuAD)   squad EM/F1
+      (questions with no answer, empty `answers` lists: SQuAD v2, squad_v2 EM/F1)
     multiple-choice           AutoModelForMultipleChoice           text (question), choices, label      accuracy
     causal-lm                 AutoModelForCausalLM                 prompt, completion                   perplexity
     text-to-text              AutoModelForSeq2SeqLM                text (source), target                rouge, bleu
@@ -20,8 +21,10 @@ bidirectional prefix (`prefix_mask`), so labels are -100 exactly where the prefi
 
 question-answering splits a context longer than `max_length` into overlapping windows (`doc_stride` tokens of
 overlap), one feature each, as transformers' run_qa.py does; a window points at the answer only when it holds the
-whole answer, else at the first token (SQuAD v2's "no answer"). Scoring takes, per example, the best span over all of
-its windows:
+whole answer, else at the first token (SQuAD v2's "no answer"), and so does every window of a question with no
+answer (empty `answers` lists). Scoring takes, per example, the best span over all of its windows; when the data has
+questions with no answer (or --version_2_with_negative), "no answer" competes as in run_qa.py and the SQuAD v2 metric
+scores it:
 
     example 0:  [CLS] question [SEP] context tokens 0 ... 9            [SEP]   answer not here -> (0, 0)
                 [CLS] question [SEP]       context tokens 6 ... 15     [SEP]   answer here     -> its tokens
@@ -233,6 +236,48 @@ def check_mc_labels(raw: DatasetDict, columns: Columns) -> None:
                 )
 
 
+def check_qa_answers(raw: DatasetDict, columns: Columns) -> bool:
+    """Every answer of every split sits where it says: `answer_start` is a character offset into the context and
+    `context[answer_start:answer_start + len(text)] == text`, else training would point at the wrong tokens. A row
+    with empty lists (`{"text": [], "answer_start": []}`) is a question with no answer (SQuAD v2). Returns whether
+    any row has no answer; raises naming the split, row and column, and the fix, on a malformed one."""
+    unanswerable = False
+    for split, dataset in raw.items():
+        for row, (context, answers) in enumerate(zip(dataset[columns.context], dataset[columns.answers], strict=True)):
+            where = f"{split} row {row}: column {columns.answers!r} holds {answers!r}"
+            texts = answers.get("text") if isinstance(answers, dict) else None
+            starts = answers.get("answer_start") if isinstance(answers, dict) else None
+            if not isinstance(texts, list | tuple) or not isinstance(starts, list | tuple) or len(texts) != len(starts):
+                raise ValueError(
+                    f"{where}. Question answering needs SQuAD-style answers, {{'text': [...], 'answer_start': [...]}} "
+                    "with one character offset per answer text, e.g. {'text': ['Ahab'], 'answer_start': [17]}; "
+                    "empty lists for a question with no answer."
+                )
+            unanswerable |= not texts
+            for text, start in zip(texts, starts, strict=True):
+                if isinstance(start, bool) or not isinstance(start, int | np.integer) or not isinstance(text, str):
+                    raise ValueError(
+                        f"{where}: each answer is a string with an integer answer_start (its character offset in "
+                        f"column {columns.context!r}). Fix the row or drop it."
+                    )
+                if not text:
+                    raise ValueError(
+                        f"{where}: an empty answer text. For a question with no answer use empty lists, "
+                        "{'text': [], 'answer_start': []}; otherwise fill in the answer or drop the row."
+                    )
+                if not 0 <= start <= len(context) - len(text) or context[start : start + len(text)] != text:
+                    found = context[max(start, 0) : max(start, 0) + len(text)] if 0 <= start < len(context) else ""
+                    raise ValueError(
+                        f"{where}: answer {text!r} is not at answer_start {start} of the {len(context)}-character "
+                        f"context (there: {found!r}). answer_start must be the character offset of the answer in "
+                        f"column {columns.context!r}"
+                        + (f" (the text first appears at {context.find(text)})" if text in context else "")
+                        + ". Fix answer_start or drop the row; for a question with no answer use empty lists, "
+                        "{'text': [], 'answer_start': []}."
+                    )
+    return unanswerable
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Tokenization: raw rows -> model inputs
 # --------------------------------------------------------------------------------------------------------------------
@@ -401,7 +446,8 @@ def qa_features(
 
     A context longer than `max_length` (after the question and special tokens) is split into overlapping windows,
     `doc_stride` tokens of overlap, each one feature: nothing is cut away. A window points at the answer when it holds
-    the whole answer, and at the first token (0, 0: SQuAD v2's "no answer") when it does not. With `with_offsets`,
+    the whole answer, and at the first token (0, 0: SQuAD v2's "no answer") when it does not; every window of a
+    question with no answer (empty `answers` lists) points at (0, 0). With `with_offsets`,
     each feature also carries `offset_mapping` (character spans of its context tokens, None elsewhere) and
     `example_id` (the index of its example in `batch`): what scoring needs to map windows back to examples. Neither
     is a model input, so the tokenized datasets leave them out.
@@ -425,9 +471,13 @@ def qa_features(
         row_offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids, strict=True)]
         offsets.append(row_offsets)
         answers = batch[columns.answers][example]
+        start = end = 0
+        if not answers["text"]:  # no answer (SQuAD v2): every window of the example points at (0, 0)
+            rows["start_positions"].append(start)
+            rows["end_positions"].append(end)
+            continue
         start_char = answers["answer_start"][0]
         end_char = start_char + len(answers["text"][0])
-        start = end = 0
         context_tokens = [t for t, o in enumerate(row_offsets) if o is not None]
         if (
             context_tokens
@@ -590,12 +640,16 @@ def compute_metrics_for(
     validation_features=None,
     columns: Columns | None = None,
     problem_type: str = "single_label_classification",
+    version_2_with_negative: bool = False,
+    null_score_diff_threshold: float = 0.0,
 ) -> Callable[[EvalPrediction], dict] | None:
     """The Trainer's `compute_metrics` for `task` (None for causal-lm: perplexity comes from the loss).
 
     Question answering needs `raw_validation` (the examples: contexts and answers) and `validation_features`: the
     `qa_features(..., with_offsets=True)` of those examples, in the evaluation data's order, whose `example_id` and
-    `offset_mapping` map each prediction (one per window) back to its example's context.
+    `offset_mapping` map each prediction (one per window) back to its example's context. With
+    `version_2_with_negative` "no answer" ("") is a prediction too (see `best_span`, `null_score_diff_threshold`),
+    scored by the SQuAD v2 metric: exact and f1 over all questions, and split into HasAns_* and NoAns_*.
     """
     if task == "sequence-classification" and problem_type == "regression":
 
@@ -657,14 +711,18 @@ def compute_metrics_for(
             for feature, example in enumerate(example_ids):
                 windows[example].append((start_logits[feature], end_logits[feature], offsets[feature]))
             predictions, references = [], []
+            threshold = null_score_diff_threshold if version_2_with_negative else None
             for i, example in enumerate(raw_validation):
-                text = best_span(windows[i], example[columns.context])
+                text = best_span(windows[i], example[columns.context], null_score_diff_threshold=threshold)
                 predictions.append({"id": str(i), "prediction_text": text})
+                if version_2_with_negative:
+                    predictions[-1]["no_answer_probability"] = 0.0  # the decision is made above, by score
                 answers = example[columns.answers]
                 references.append(
                     {"id": str(i), "answers": {"text": answers["text"], "answer_start": answers["answer_start"]}}
                 )
-            return load_metric("squad").compute(predictions=predictions, references=references)
+            metric = load_metric("squad_v2" if version_2_with_negative else "squad")
+            return metric.compute(predictions=predictions, references=references)
 
         return span_metrics
     if task == "text-to-text":
@@ -696,15 +754,28 @@ def window_best_span(start_logits, end_logits, offsets, max_answer_tokens: int =
     return float(best_score), best[0], best[1]
 
 
-def best_span(windows, context: str, max_answer_tokens: int = 30) -> str:
+def best_span(
+    windows, context: str, max_answer_tokens: int = 30, null_score_diff_threshold: float | None = None
+) -> str:
     """The highest-scoring span over an example's windows, as context text ("" when no window has a valid span).
+
+    With `null_score_diff_threshold` (SQuAD v2), "no answer" competes too, as in transformers' run_qa.py: its score
+    is the first token's (start_logits[0] + end_logits[0]), the lowest over the windows (a window that does not hold
+    the answer also points at the first token, so only the most confident "no answer" counts), and it wins, giving
+    "", when it beats the best span's score by more than the threshold.
 
     Args:
         windows: one (start_logits, end_logits, offsets) per feature of the example; offsets are character spans
             into `context` for context tokens and None elsewhere (question, special tokens, padding).
         context: the example's full context.
         max_answer_tokens: the longest span considered.
+        null_score_diff_threshold: None never answers "" when a span exists (SQuAD v1.1); a number lets "no
+            answer" win when null score - best span score > it (0.0 is run_qa.py's default; raise it to answer more).
     """
     spans = [window_best_span(s, e, o, max_answer_tokens) for s, e, o in windows]
     score, start, end = max(spans, key=lambda span: span[0], default=(-np.inf, 0, 0))
+    if null_score_diff_threshold is not None and windows:
+        null_score = min(float(s[0] + e[0]) for s, e, _ in windows)
+        if null_score - score > null_score_diff_threshold:
+            return ""
     return context[start:end] if score > -np.inf else ""

@@ -7,6 +7,7 @@ well-kept implementation rather than re-derived formulas:
     f1          scikit-learn f1_score                    sequence classification
     seqeval     the seqeval package (entity-level F1)    token classification (NER)
     squad       the official SQuAD v1.1 script (EM, F1)  extractive question answering
+    squad_v2    the official SQuAD v2.0 script (EM, F1)  extractive QA with unanswerable questions
     rouge       Google's rouge_score                     text-to-text
     sacrebleu   the sacrebleu package (corpus BLEU)      text-to-text
 
