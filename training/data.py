@@ -15,7 +15,7 @@ and a causal LM's documents get their eos here, because a prompt tokenized with 
 
 from pathlib import Path
 
-from datasets import DatasetDict, IterableDatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 BUNDLED_CORPUS = Path(__file__).parent / "data" / "moby_dick.jsonl"
@@ -43,13 +43,21 @@ def load_text_dataset(
 
     Args:
         train_files: local .txt / .json / .jsonl / .csv / .parquet files (one builder for all of them).
-        dataset_name / dataset_config_name: a Hub dataset instead of files.
+        dataset_name / dataset_config_name: a Hub dataset, or a local folder (save_to_disk, or data files), instead
+            of files.
         text_column: the column holding the text; checked here so a typo fails before training.
         validation_files: held-out files; without them `validation_split_percentage` % of train is held out.
         streaming: iterate lazily (IterableDataset); the held-out split then needs `validation_files`.
     """
     if dataset_name:
-        raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
+        try:
+            raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
+        except (ConnectionError, FileNotFoundError) as error:  # a mistyped path reads as a Hub name: say which flag
+            kind = ConnectionError if isinstance(error, ConnectionError) else FileNotFoundError
+            raise kind(
+                f"--dataset_name {dataset_name!r} could not be loaded ({error}). Give a local folder (written by "
+                f"save_to_disk, or of data files) or a Hub dataset; with HF_HUB_OFFLINE=1 it must be in the cache."
+            ) from error
     else:
         files = {"train": _check_files(train_files, "train_files")}
         if validation_files:
@@ -58,13 +66,16 @@ def load_text_dataset(
         raw = load_dataset(builder, data_files=files, streaming=streaming)
     if "validation" not in raw:
         if streaming:
-            raise ValueError("streaming=True cannot hold out a split: pass validation_files (or a dataset with one).")
+            raise ValueError(
+                "--streaming true cannot hold out a split: pass --validation_files (or a --dataset_name with a "
+                "validation split), or drop --streaming."
+            )
         if not 0 < validation_split_percentage < 100:
             raise ValueError(f"validation_split_percentage={validation_split_percentage} must be in (0, 100).")
         split = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=seed)
         raw = DatasetDict(train=split["train"], validation=split["test"])
-    columns = raw["train"].column_names
-    if columns is not None and text_column not in columns:
+    columns = column_names(raw["train"])
+    if text_column not in columns:
         raise ValueError(f"text_column={text_column!r} is not a column of the data; its columns are {columns}.")
     return raw
 
@@ -101,19 +112,27 @@ def tokenize_and_group(
             rows = append_eos(rows, tokenizer.eos_token_id)
         return rows
 
-    columns = raw["train"].column_names
+    columns = column_names(raw["train"])
     tokenized = raw.map(tokenize, batched=True, remove_columns=columns, **map_kwargs)
     if not streaming:
         map_kwargs["desc"] = f"cutting blocks of {block_size}"
     grouped = tokenized.map(lambda batch: group_texts(batch, block_size, packing), batched=True, **map_kwargs)
-    if not streaming:
-        for split, rows in grouped.items():
-            if len(rows) == 0:
-                raise ValueError(
-                    f"The {split} split has fewer than block_size={block_size} tokens: lower --block_size, "
-                    f"or give it more text."
-                )
+    for split, rows in grouped.items():
+        # A stream has no length: read its first row (tokenizing one batch of documents) to know it is not empty.
+        if (next(iter(rows), None) is None) if streaming else len(rows) == 0:
+            raise ValueError(
+                f"The {split} split has fewer than block_size={block_size} tokens: lower --block_size, "
+                f"or give it more text."
+            )
     return grouped
+
+
+def column_names(dataset: Dataset | IterableDataset) -> list[str]:
+    """The dataset's columns. A stream of text files, say, does not know its features until read: its first row does."""
+    if dataset.column_names is not None:
+        return dataset.column_names
+    first = next(iter(dataset), None)
+    return list(first) if first is not None else []
 
 
 def append_eos(batch: dict[str, list[list]], eos_token_id: int) -> dict[str, list[list]]:

@@ -82,7 +82,10 @@ class DataArguments:
     validation_files: list[str] | None = field(
         default=None, metadata={"help": "Held-out files; without them --validation_split_percentage is held out."}
     )
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset instead of --train_files."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hub dataset, or a local folder (save_to_disk, or data files), instead of --train_files."},
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
     text_column: str = field(default="text", metadata={"help": "The column that holds the text."})
     validation_split_percentage: float = field(
@@ -99,7 +102,13 @@ class DataArguments:
         default=True,
         metadata={"help": "Keep documents apart in a row (position ids restart at each document); else plain blocks."},
     )
-    streaming: bool = field(default=False, metadata={"help": "Stream the data (needs --max_steps)."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the data, read as training goes (needs --max_steps and a validation split)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000, metadata={"help": "With --streaming: rows drawn from a buffer of this many, for shuffling."}
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
 
 
@@ -146,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Parse: the recipe's keys first, then the command line, so later flags win.
     model_args, data_args, tokenizer_args, objective_args, training_args = parse_arguments(argv)
     architecture = check_arguments(model_args, data_args, tokenizer_args, objective_args)
+    if data_args.streaming and training_args.max_steps <= 0:  # else the Trainer fails after the data and model
+        raise ValueError("--streaming true needs --max_steps: a stream has no length to count epochs by.")
+    if data_args.streaming and data_args.shuffle_buffer_size < 1:
+        raise ValueError(f"--shuffle_buffer_size {data_args.shuffle_buffer_size} must be >= 1 (1: no shuffling).")
     training_args.remove_unused_columns = False  # the collators need every column (offsets, position ids)
     set_seed(training_args.seed)  # before the tokenizer and the model are built: the same seed, the same run
 
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             num_proc=data_args.preprocessing_num_workers,
             framing=FRAMING[architecture],  # e.g. decoder documents end in eos, which the tokenizer leaves to us
         )
+    if data_args.streaming:  # the Trainer shuffles a map-style dataset, never a stream: shuffle through a buffer
+        rows["train"] = rows["train"].shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
 
     # 6. Collator: the objective.
     collator = collator_for(
