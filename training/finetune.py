@@ -113,7 +113,10 @@ class DataArguments:
     validation_files: list[str] | None = field(
         default=None, metadata={"help": "Held-out files; without them --validation_split_percentage is held out."}
     )
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset instead of --train_files."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hub dataset, or a local folder (save_to_disk, or data files), instead of --train_files."},
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
     validation_split_percentage: float = field(
         default=20.0, metadata={"help": "Percent of the training rows held out when there is no validation split."}
