@@ -115,7 +115,11 @@ class DataArguments:
 @dataclass
 class TokenizerArguments:
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "A tokenizer folder or Hub name; empty: train one on the training data."}
+        default=None,
+        metadata={
+            "help": "A tokenizer folder or Hub name; empty: train one on the training data (WordPiece and Unigram "
+            "training is not repeatable run to run; reuse a saved tokenizer for identical runs)."
+        },
     )
     tokenizer_algorithm: str | None = field(
         default=None,
@@ -160,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     if data_args.streaming and data_args.shuffle_buffer_size < 1:
         raise ValueError(f"--shuffle_buffer_size {data_args.shuffle_buffer_size} must be >= 1 (1: no shuffling).")
     training_args.remove_unused_columns = False  # the collators need every column (offsets, position ids)
-    set_seed(training_args.seed)  # before the tokenizer and the model are built: the same seed, the same run
+    # Before the tokenizer and the model are built. A trained WordPiece or Unigram tokenizer still varies between
+    # runs (the `tokenizers` trainers break frequency ties in hash-map order); --tokenizer_name repeats one exactly.
+    set_seed(training_args.seed)
 
     # 2. Data, raw: checked now so a wrong path or column fails before anything is built.
     raw = load_text_dataset(
