@@ -13,8 +13,6 @@ Task heads live in `heads.py`. Reading order: configuration_fourfold -> masks ->
 """
 
 import os
-import shutil
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -110,11 +108,15 @@ class FourfoldPreTrainedModel(PreTrainedModel):
         push_to_hub = kwargs.pop("push_to_hub", False)  # upload only once the code files are in place
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            for module_file in Path(__file__).parent.glob("*.py"):
-                if module_file.name != "__init__.py":
-                    shutil.copy(module_file, Path(save_directory) / module_file.name)
+            here = os.path.dirname(os.path.abspath(__file__))
+            for name in sorted(os.listdir(here)):
+                if name.endswith(".py") and name != "__init__.py":
+                    with open(os.path.join(here, name), "rb") as source:
+                        code = source.read()
+                    with open(os.path.join(save_directory, name), "wb") as target:
+                        target.write(code)
         if push_to_hub:
-            repo_id = kwargs.get("repo_id", Path(save_directory).name)
+            repo_id = kwargs.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), commit_message=kwargs.get("commit_message"))
 
 
