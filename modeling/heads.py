@@ -106,6 +106,21 @@ def sequence_classification_loss(model: FourfoldPreTrainedModel, logits, labels,
     return model.loss_function(logits=logits, labels=labels, pooled_logits=logits, config=model.config, **kwargs)
 
 
+def lm_loss_and_logits(
+    model: FourfoldPreTrainedModel, hidden_states, labels, logits_to_keep, *, shift: bool, **kwargs
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """`model.lm_head` over the final hidden states and the loss: chunked in training (no logits, see `loss.py`),
+    else full logits and `model.loss_function` (the causal loss shifts; the seq2seq loss does not)."""
+    if use_chunked_loss(model, model.lm_head, labels, logits_to_keep):
+        chunk_size = model.config.loss_chunk_size
+        return chunked_lm_loss(hidden_states, model.lm_head, labels, shift=shift, chunk_size=chunk_size, **kwargs), None
+    logits = model.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+    loss = None
+    if labels is not None:
+        loss = model.loss_function(logits, labels, vocab_size=model.config.vocab_size, **kwargs)
+    return loss, logits
+
+
 def shift_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
     """Teacher forcing input for the seq2seq decoder: [start] + labels[:-1], with -100 replaced by pad."""
     shifted = labels.new_full(labels.shape, decoder_start_token_id)
@@ -409,17 +424,7 @@ class FourfoldDecoderForCausalLM(FourfoldPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        if use_chunked_loss(self, self.lm_head, labels, logits_to_keep):
-            chunk_size = self.config.loss_chunk_size
-            loss = chunked_lm_loss(
-                outputs.last_hidden_state, self.lm_head, labels, shift=True, chunk_size=chunk_size, **kwargs
-            )
-            logits = None
-        else:
-            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-            loss = None
-            if labels is not None:
-                loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        loss, logits = lm_loss_and_logits(self, outputs.last_hidden_state, labels, logits_to_keep, shift=True, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -691,17 +696,9 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
             use_cache=use_cache,
             **kwargs,
         )
-        if use_chunked_loss(self, self.lm_head, labels, logits_to_keep):
-            chunk_size = self.config.loss_chunk_size
-            loss = chunked_lm_loss(
-                outputs.last_hidden_state, self.lm_head, labels, shift=False, chunk_size=chunk_size, **kwargs
-            )
-            logits = None
-        else:
-            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-            loss = None
-            if labels is not None:
-                loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        loss, logits = lm_loss_and_logits(
+            self, outputs.last_hidden_state, labels, logits_to_keep, shift=False, **kwargs
+        )
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
