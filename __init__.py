@@ -21,8 +21,9 @@ from transformers import (
 
 from . import modeling
 from .modeling import *  # noqa: F403
+from .modeling.compat import FOURFOLD_VERSION
 
-__version__ = "0.1.0"
+__version__ = FOURFOLD_VERSION  # written once, in the Hub code (modeling/compat.py); setup.cfg reads it there
 
 _AUTO_CLASSES = {
     "AutoModel": AutoModel,

@@ -324,6 +324,7 @@ def collect_facts(output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]
         "finetune": {"task": finetune["task"], "method": finetune.get("method")} if "task" in finetune else None,
         "adapter": adapter,
         "usage": usage_facts(pipeline_tag, auto_class, overrides),
+        "code": code_facts(config),
     }
 
 
@@ -577,6 +578,19 @@ def adapter_facts(output_dir: Path) -> dict | None:
         "settings": [(name, ", ".join(sorted(set(v))) if isinstance(v, list) else v) for name, v in settings],
         "targets": targets,
         "tags": ["peft", str(method).lower()],
+    }
+
+
+def code_facts(config: dict) -> dict | None:
+    """Which fourfold code the checkpoint carries and the transformers releases it was tested with (written into
+    config.json by `save_pretrained`), and the transformers release that saved it."""
+    record = config.get("fourfold")
+    if not isinstance(record, dict):
+        return None
+    return {
+        "version": record.get("version"),
+        "transformers": record.get("transformers"),
+        "saved_with": config.get("transformers_version"),
     }
 
 

@@ -61,7 +61,8 @@ class FourfoldConfig(PreTrainedConfig):
             0 turns this off (full logits, as transformers' models return them). See `modeling/loss.py`.
     """
 
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+    # Output keys the Trainer drops in evaluation: the cache, under its name since transformers 5.24 and before.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["cache", "past_key_values"]
     # HF tensor-parallel plan: column-split the input projections, row-split the output ones.
     base_model_tp_plan: ClassVar[dict[str, str]] = {
         "layers.*.self_attn.q_proj": "colwise",

@@ -30,6 +30,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils.generic import can_return_tuple
 
+from .compat import CACHE_NAME, output_cache, resolve_cache, with_cache
 from .configuration_fourfold import (
     FourfoldConfig,
     FourfoldDecoderConfig,
@@ -153,6 +154,8 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
 
     config_class = FourfoldEncoderConfig
     _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.decoder.weight": "model.embed_tokens.weight"}
+    # The tied vocabulary projection is sharded as its embedding is (transformers shards `embed_tokens` by default).
+    _tp_plan: ClassVar[dict[str, str]] = {"lm_head.decoder": "colwise_gather_output"}
 
     def __init__(self, config: FourfoldEncoderConfig):
         super().__init__(config)
@@ -163,8 +166,8 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head.decoder
 
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head.decoder = value
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
 
     @can_return_tuple
     def forward(
@@ -231,18 +234,20 @@ class FourfoldEncoderForSequenceClassification(FourfoldPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        cache: Cache | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        # `past_key_values`: keys/values prepended to every layer's own (PEFT prefix tuning; the attention mask then
-        # covers them too). A named argument, because PEFT looks for it in the signature.
+        # `cache` (or `past_key_values`, its name before transformers 5.24): keys/values prepended to every layer's
+        # own (PEFT prefix tuning; the attention mask then covers them too). `past_key_values` stays a named
+        # argument, because PEFT looks for it in the signature.
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             **kwargs,
         )
         logits = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))
@@ -408,18 +413,19 @@ class FourfoldDecoderForCausalLM(FourfoldPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),  # `past_key_values`: the name before transformers 5.24
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -428,7 +434,7 @@ class FourfoldDecoderForCausalLM(FourfoldPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **with_cache(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -451,11 +457,12 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         if labels is not None and prefix_mask is not None:
@@ -465,7 +472,7 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
             attention_mask=attention_mask,
             prefix_mask=prefix_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
@@ -473,8 +480,9 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
             **kwargs,
         )
 
-    def generate(self, inputs: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None, **kwargs):
-        """`GenerationMixin.generate`, with the prompt as the bidirectional prefix by default."""
+    def generate(self, inputs: torch.Tensor | None = None, *args, prefix_mask: torch.Tensor | None = None, **kwargs):
+        """`GenerationMixin.generate` (every argument passes through), with the prompt as the bidirectional prefix
+        by default."""
         if prefix_mask is None:
             prompt = inputs if inputs is not None else kwargs.get("input_ids")
             attention_mask = kwargs.get("attention_mask")
@@ -482,37 +490,38 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
                 prefix_mask = attention_mask
             elif prompt is not None and prompt.dim() == 2 and not prompt.is_floating_point():
                 prefix_mask = torch.ones_like(prompt)
-        return super().generate(inputs, prefix_mask=prefix_mask, **kwargs)
+        return super().generate(inputs, *args, prefix_mask=prefix_mask, **kwargs)
 
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: Cache | None = None,
+        *args,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> dict:
-        """`GenerationMixin`'s, but with a static (compileable) cache the 4D mask it builds ahead of the forward also
-        carries the prefix: transformers' builder knows only causal and padding masks, and the stack takes a 4D mask
-        as it is. (`inputs_embeds` is named because generate() looks for it in this signature.)"""
+        """`GenerationMixin`'s (every argument passes through; generate() passes them by keyword), but with a static
+        (compileable) cache the 4D mask it builds ahead of the forward also carries the prefix: transformers' builder
+        knows only causal and padding masks, and the stack takes a 4D mask as it is. The cache arrives under
+        transformers' own name (`compat.CACHE_NAME`), so it is read from the prepared inputs. (`inputs_embeds` is
+        named because generate() looks for it in this signature.)"""
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
-            past_key_values=past_key_values,
+            *args,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             prefix_mask=prefix_mask,
             **kwargs,
         )
-        prebuilt = getattr(past_key_values, "is_compileable", False) and (
-            attention_mask is None or attention_mask.dim() == 2
-        )
+        cache = model_inputs.get(CACHE_NAME)
+        prebuilt = getattr(cache, "is_compileable", False) and (attention_mask is None or attention_mask.dim() == 2)
         if prebuilt and prefix_mask is not None:
             tokens = model_inputs.get("input_ids")
             tokens = tokens if tokens is not None else model_inputs["inputs_embeds"]
             metadata = torch.empty((*tokens.shape[:2], 0), dtype=self.dtype, device=tokens.device)  # (B, T, 0)
             model_inputs["attention_mask"] = prefix_lm_mask(
-                self.config, metadata, attention_mask, past_key_values, prefix_mask, model_inputs.get("position_ids")
+                self.config, metadata, attention_mask, cache, prefix_mask, model_inputs.get("position_ids")
             )
         return model_inputs
 
@@ -536,17 +545,18 @@ class FourfoldDecoderForSequenceClassification(FourfoldPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),  # `past_key_values`: the name before transformers 5.24
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -558,7 +568,7 @@ class FourfoldDecoderForSequenceClassification(FourfoldPreTrainedModel):
         return SequenceClassifierOutputWithPast(
             loss=sequence_classification_loss(self, logits, labels, **kwargs),
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **with_cache(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -656,9 +666,6 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
         # The default for a "ForConditionalGeneration" class is the causal (shifting) loss; ours is aligned already.
         self.loss_type = "ForMaskedLM"
 
-    def get_encoder(self) -> FourfoldStack:
-        return self.model.encoder
-
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
@@ -670,7 +677,7 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -678,6 +685,7 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
         decoder_position_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
@@ -688,7 +696,7 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),  # `past_key_values`: the name before transformers 5.24
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             position_ids=position_ids,
@@ -702,7 +710,7 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **with_cache(output_cache(outputs)),
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
@@ -727,18 +735,17 @@ class FourfoldSeq2SeqEncoderModel(FourfoldPreTrainedModel):
         self.post_init()
 
     def init_parallel_plans(self) -> None:
-        """As `FourfoldSeq2SeqModel.init_parallel_plans`: the stack contributes its plan as `encoder.*`."""
+        """As `FourfoldSeq2SeqModel.init_parallel_plans`: the stack contributes its plan as `encoder.*`, and the
+        tied `shared` embedding is sharded as the stack's."""
         super().init_parallel_plans()
-        self._tp_plan = {name: style for name, style in self._tp_plan.items() if name.startswith("encoder.")}
+        plan = {name: style for name, style in self._tp_plan.items() if name.startswith("encoder.")}
+        self._tp_plan = {"shared": "embedding_rowwise", **plan}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.shared = self.encoder.embed_tokens = value
-
-    def get_encoder(self) -> FourfoldStack:
-        return self.encoder
 
     @can_return_tuple
     def forward(

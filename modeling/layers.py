@@ -136,23 +136,21 @@ class FourfoldAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         key_value_states: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
         query = self._heads(self.q_proj, hidden_states)  # (B, nh, T, hd)
         if self.is_cross_attention:
-            key, value = self._cross_key_values(key_value_states, past_key_values)  # (B, nkv, S, hd)
+            key, value = self._cross_key_values(key_value_states, cache)  # (B, nkv, S, hd)
         else:
             key, value = self._heads(self.k_proj, hidden_states), self._heads(self.v_proj, hidden_states)
             if position_embeddings is not None:
                 query, key = apply_rotary(query, key, *position_embeddings)
-            if past_key_values is not None:
-                cache = past_key_values
-                if isinstance(cache, EncoderDecoderCache):
-                    cache = cache.self_attention_cache
-                key, value = cache.update(key, value, self.layer_idx)
+            if cache is not None:
+                self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+                key, value = self_cache.update(key, value, self.layer_idx)
 
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -170,16 +168,16 @@ class FourfoldAttention(nn.Module):
         output = output.reshape(batch, length, -1)  # (B, T, nh, hd) -> (B, T, nh*hd)
         return self.o_proj(output), weights
 
-    def _cross_key_values(self, encoder_states: torch.Tensor, past_key_values: Cache | None):
+    def _cross_key_values(self, encoder_states: torch.Tensor, cache: Cache | None):
         """Keys/values of the encoder output: projected once, then read from the cross-attention cache."""
-        cache = past_key_values.cross_attention_cache if isinstance(past_key_values, EncoderDecoderCache) else None
-        if cache is not None and past_key_values.is_updated.get(self.layer_idx):
-            layer = cache.layers[self.layer_idx]
+        cross_cache = cache.cross_attention_cache if isinstance(cache, EncoderDecoderCache) else None
+        if cross_cache is not None and cache.is_updated.get(self.layer_idx):
+            layer = cross_cache.layers[self.layer_idx]
             return layer.keys, layer.values
         key, value = self._heads(self.k_proj, encoder_states), self._heads(self.v_proj, encoder_states)
-        if cache is not None:
-            key, value = cache.update(key, value, self.layer_idx)
-            past_key_values.is_updated[self.layer_idx] = True
+        if cross_cache is not None:
+            key, value = cross_cache.update(key, value, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
         return key, value
 
 
@@ -302,11 +300,11 @@ class FourfoldBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         cross_attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
         attn_input = self.self_attn_norm(hidden_states) if self.pre_norm else hidden_states
-        attn_output, _ = self.self_attn(attn_input, attention_mask, position_embeddings, past_key_values, **kwargs)
+        attn_output, _ = self.self_attn(attn_input, attention_mask, position_embeddings, cache, **kwargs)
         hidden_states = self._residual(hidden_states, attn_output, self.self_attn_norm)
 
         if self.cross_attn is not None:
@@ -315,7 +313,7 @@ class FourfoldBlock(GradientCheckpointingLayer):
                 cross_input,
                 cross_attention_mask,
                 None,
-                past_key_values,
+                cache,
                 key_value_states=encoder_hidden_states,
                 **kwargs,
             )

@@ -69,7 +69,7 @@ def causal_mask(
     config: PreTrainedConfig,
     inputs_embeds: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    past_key_values: Cache | None,
+    cache: Cache | None,
     position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Decoder self-attention: a token sees itself and earlier non-padding tokens of its document.
@@ -81,20 +81,15 @@ def causal_mask(
         3 ⬚ ■ ■ ■
     (masking_utils detects packed documents from `position_ids` itself when there is no padding mask and no cache.)
     """
-    return create_causal_mask(
-        config=config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        past_key_values=_unless_empty(past_key_values),
-        position_ids=position_ids,
-    )
+    # The cache goes in by position: transformers 5.24 renamed that argument (`past_key_values` -> `cache`).
+    return create_causal_mask(config, inputs_embeds, attention_mask, _unless_empty(cache), position_ids=position_ids)
 
 
 def prefix_lm_mask(
     config: PreTrainedConfig,
     inputs_embeds: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    past_key_values: Cache | None,
+    cache: Cache | None,
     prefix_mask: torch.Tensor | None,
     position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
@@ -113,23 +108,23 @@ def prefix_lm_mask(
     mask is exactly the decoder's.
     """
     if prefix_mask is None:
-        return causal_mask(config, inputs_embeds, attention_mask, past_key_values, position_ids)
+        return causal_mask(config, inputs_embeds, attention_mask, cache, position_ids)
     if config._attn_implementation is not None and config._attn_implementation.startswith("flash_attention"):
         raise ValueError(
             f"attn_implementation={config._attn_implementation!r} can only apply causal and padding masks, not the "
             "prefix-LM mask; load the model with attn_implementation='sdpa', 'eager' or 'flex_attention'."
         )
     prefix = prefix_mask.to(device=inputs_embeds.device, dtype=torch.bool)
-    past_key_values = _unless_empty(past_key_values)
+    cache = _unless_empty(cache)
     documents = None
-    if attention_mask is None and past_key_values is None:
+    if attention_mask is None and cache is None:
         documents = document_ids(position_ids, inputs_embeds.shape[0])
     block_ids = torch.zeros_like(prefix, dtype=torch.long) if documents is None else documents
     return create_causal_mask(
-        config=config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        past_key_values=past_key_values,
+        config,
+        inputs_embeds,
+        attention_mask,
+        cache,  # by position, as in `causal_mask`
         position_ids=position_ids,
         block_sequence_ids=block_ids.masked_fill(~prefix, -1),
     )
@@ -169,13 +164,13 @@ def cross_attention_mask(
     )
 
 
-def _unless_empty(past_key_values: Cache | None) -> Cache | None:
+def _unless_empty(cache: Cache | None) -> Cache | None:
     """An empty dynamic cache changes nothing in the mask, but would hide packed documents from masking_utils (the
     stacks create one whenever `use_cache` is on, e.g. in a plain forward): drop it. Static caches set the key length,
     so they stay."""
-    if isinstance(past_key_values, DynamicCache) and past_key_values.get_seq_length() == 0:
+    if isinstance(cache, DynamicCache) and cache.get_seq_length() == 0:
         return None
-    return past_key_values
+    return cache
 
 
 def _zeros_if_none(documents: torch.Tensor | None, position_ids: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -23,6 +23,14 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPa
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
+from .compat import (
+    CACHE_NAMES,
+    FOURFOLD_VERSION,
+    TRANSFORMERS_REQUIREMENT,
+    output_cache,
+    resolve_cache,
+    with_cache,
+)
 from .configuration_fourfold import (
     FourfoldConfig,
     FourfoldDecoderConfig,
@@ -79,7 +87,7 @@ class FourfoldPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules: ClassVar[list[str]] = ["FourfoldBlock"]
-    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
+    _skip_keys_device_placement: ClassVar[list[str]] = CACHE_NAMES
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_flash_attn = True  # refused at mask-building time where flash cannot honour the pattern (prefix LM)
@@ -103,8 +111,10 @@ class FourfoldPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, plus the Hub code: a complete `auto_map` in config.json and this
-        folder's modules next to the weights, so the checkpoint loads with `trust_remote_code=True` anywhere."""
+        folder's modules next to the weights, so the checkpoint loads with `trust_remote_code=True` anywhere; and
+        which fourfold code that is, with the transformers releases it was tested with (`compat.py`)."""
         self.config.auto_map = AUTO_MAP[self.config.model_type]
+        self.config.fourfold = {"version": FOURFOLD_VERSION, "transformers": TRANSFORMERS_REQUIREMENT}
         push_to_hub = kwargs.pop("push_to_hub", False)  # upload only once the code files are in place
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
@@ -180,13 +190,14 @@ class FourfoldStack(FourfoldPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         encoder_position_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         r"""
@@ -196,7 +207,8 @@ class FourfoldStack(FourfoldPreTrainedModel):
             position_ids: (batch, length); defaults to past + arange. In a packed batch they restart at 0 at every
                 document start, and no token then attends across a document boundary.
             token_type_ids: (batch, length) segment ids, when `config.type_vocab_size > 0`.
-            past_key_values: the KV cache (`DynamicCache`; `EncoderDecoderCache` for the seq2seq decoder).
+            cache: the KV cache (`DynamicCache`; `EncoderDecoderCache` for the seq2seq decoder); also accepted as
+                `past_key_values`, its name before transformers 5.24.
             prefix_mask: prefix LM only: (batch, <= past + length), 1 = token in the bidirectional prefix.
             encoder_hidden_states / encoder_attention_mask / encoder_position_ids: seq2seq decoder only: the final
                 encoder layer, its padding mask and (packed batches) its position ids.
@@ -213,13 +225,12 @@ class FourfoldStack(FourfoldPreTrainedModel):
                 f"{self.attention_pattern!r}. Drop prefix_mask or use a FourfoldPrefixLM model."
             )
 
-        if use_cache and past_key_values is None and self.attention_pattern != "bidirectional":
-            past_key_values = DynamicCache(config=self.config)
+        cache = resolve_cache(cache, past_key_values)
+        if use_cache and cache is None and self.attention_pattern != "bidirectional":
+            cache = DynamicCache(config=self.config)
             if self.has_cross_attention:
-                past_key_values = EncoderDecoderCache(past_key_values, DynamicCache(config=self.config))
-        self_attention_cache = past_key_values
-        if isinstance(past_key_values, EncoderDecoderCache):
-            self_attention_cache = past_key_values.self_attention_cache
+                cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
+        self_attention_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         # An int, or for a static cache a 0-dim tensor (so that compiled decoding does not recompile at every step).
         past_length = self_attention_cache.get_seq_length() if self_attention_cache is not None else 0
         self._check_length(past_length + length)
@@ -264,14 +275,14 @@ class FourfoldStack(FourfoldPreTrainedModel):
                 attention_mask=self_attention_mask,
                 cross_attention_mask=cross_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 position_ids=position_ids,
                 **kwargs,
             )
         if self.norm is not None:
             hidden_states = self.norm(hidden_states)
         return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
+            last_hidden_state=hidden_states, **with_cache(cache if use_cache else None)
         )
 
     def embed(
@@ -385,19 +396,18 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
 
     def init_parallel_plans(self) -> None:
         """transformers' plan merge, less the config's one-stack entries ("layers.*"), which name nothing at this
-        level: the stacks `encoder` and `decoder` contribute them under their own prefixes."""
+        level: the stacks `encoder` and `decoder` contribute them under their own prefixes. `shared` is the tied
+        embedding of both stacks and the LM head, so it is sharded as they are."""
         super().init_parallel_plans()
         stacks = ("encoder.", "decoder.")
-        self._tp_plan = {name: style for name, style in self._tp_plan.items() if name.startswith(stacks)}
+        plan = {name: style for name, style in self._tp_plan.items() if name.startswith(stacks)}
+        self._tp_plan = {"shared": "embedding_rowwise", **plan}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
-
-    def get_encoder(self) -> FourfoldStack:
-        return self.encoder
 
     @can_return_tuple
     def forward(
@@ -407,12 +417,13 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         decoder_position_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
         r"""
@@ -421,7 +432,7 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
             decoder_input_ids / decoder_inputs_embeds / decoder_attention_mask / decoder_position_ids: the decoder
                 input (for training, `labels` shifted right; see `prepare_decoder_input_ids_from_labels`).
             encoder_outputs: a precomputed encoder output (as in `generate()`), skipping the encoder.
-            past_key_values: an `EncoderDecoderCache`.
+            cache: an `EncoderDecoderCache` (or `past_key_values`, its name before transformers 5.24).
         """
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -442,7 +453,7 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
             attention_mask=decoder_attention_mask,
             position_ids=decoder_position_ids,
             inputs_embeds=decoder_inputs_embeds,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             encoder_hidden_states=encoder_outputs.last_hidden_state,  # the final encoder layer, always
             encoder_attention_mask=attention_mask,
             encoder_position_ids=position_ids,
@@ -451,7 +462,7 @@ class FourfoldSeq2SeqModel(FourfoldPreTrainedModel):
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **with_cache(output_cache(decoder_outputs)),
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,

@@ -43,6 +43,7 @@ def main(work: str) -> None:
         auto_class = getattr(transformers, case["auto_class"])
         model = auto_class.from_pretrained(case["path"], trust_remote_code=True).eval()
         results[case["name"]] = {"class": type(model).__name__, **run(model, inputs, case["generates"])}
+    results["transformers_version"] = transformers.__version__
     torch.save(results, f"{work}/results.pt")
 
 

@@ -9,11 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import transformers
 import transformers.trainer
 import yaml
 from hub_helpers import save_checkpoint, train_tiny_decoder
 from huggingface_hub import ModelCard
 
+import fourfold
 from fourfold.hub_cards import FourfoldTrainer, render_model_card, write_model_card
 from fourfold.hub_cards.cards import MARKER, REVISION_PLACEHOLDER, count_parameters, read_metrics
 from fourfold.modeling import (
@@ -28,6 +30,7 @@ from fourfold.modeling import (
     FourfoldSeq2SeqEncoderModel,
     FourfoldSeq2SeqForConditionalGeneration,
 )
+from fourfold.modeling.compat import TRANSFORMERS_REQUIREMENT
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +85,11 @@ def test_card_body_states_size_tokenizer_recipe_and_results(trained):
     assert "| validation | loss |" in body
     assert "trust_remote_code=True" in body and f'revision = "<owner>/<name>", "{REVISION_PLACEHOLDER}"' in body
     assert "AutoModelForCausalLM.from_pretrained(repo, revision=revision, trust_remote_code=True)" in body
+    # What the shipped code is and was tested with, read from config.json.
+    assert (
+        f"That code is fourfold {fourfold.__version__}'s, tested with transformers `{TRANSFORMERS_REQUIREMENT}`; "
+        f"this checkpoint was saved with transformers {transformers.__version__}."
+    ) in body
 
 
 def test_card_overrides_fill_what_no_file_knows(trained, tmp_path):

@@ -1,10 +1,12 @@
 """Saved checkpoints load and run where fourfold is not installed: a fresh virtual environment with only torch and
-transformers, the Auto classes and `trust_remote_code=True`.
+transformers, the Auto classes and `trust_remote_code=True`; under the oldest transformers setup.cfg allows and
+under the newest, whichever of them saved the checkpoints (each CI leg saves with its own).
 
 This process builds tiny models of the four configurations, saves each head under test, and records its outputs
-(and greedy / beam generations); a script run by the clean environment's Python loads every checkpoint through the
-Auto class a user would pick and records the same. Outputs must match exactly. The environment is cached under
-`<repo>/.cache/clean-env/` (about 1 GiB; the first run installs it from the package index, ~2 minutes).
+(and greedy / beam generations); a script run by each clean environment's Python loads every checkpoint through the
+Auto class a user would pick and records the same. Outputs must match exactly. The environments are cached under
+`<repo>/.cache/clean-env/` (about 1 GiB each; the first run installs them from the package index, ~2 minutes each;
+the "newest" one is the newest release when it was built: delete it to take a later one).
 """
 
 import json
@@ -33,6 +35,7 @@ from fourfold.modeling import (
     FourfoldSeq2SeqForSequenceClassification,
     FourfoldSeq2SeqModel,
 )
+from fourfold.modeling.compat import TRANSFORMERS_REQUIREMENT
 from tests import clean_env_script
 from tests.clean_env_script import run
 
@@ -40,7 +43,9 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TORCH_VERSION = torch.__version__.split("+")[0]
-VENV_DIR = REPO_ROOT / ".cache" / "clean-env" / f"torch-{TORCH_VERSION}-transformers-{transformers.__version__}"
+OLDEST = TRANSFORMERS_REQUIREMENT.split(",")[0].removeprefix(">=")  # ">=5.23,<6" -> "5.23"
+# The clean environments' transformers: the oldest release allowed, and the newest (what pip resolves today).
+TRANSFORMERS_SPECS = {"oldest": f"transformers=={OLDEST}", "newest": f"transformers{TRANSFORMERS_REQUIREMENT}"}
 
 # (architecture, saved class, Auto class that loads it, generates?)
 CASES = [
@@ -59,34 +64,43 @@ CASES = [
 ]
 
 
-def clean_env_python() -> Path:
-    """The cached clean environment's Python, created on first use (skips if the package index is unreachable)."""
-    python = VENV_DIR / "bin" / "python"
-    ready = VENV_DIR / "READY"  # written last: a half-built environment is rebuilt
+def clean_env_python(which: str) -> tuple[Path, str]:
+    """The Python of the cached clean environment `which` ("oldest" / "newest") and its transformers version,
+    created on first use (skips if the package index is unreachable)."""
+    venv_dir = REPO_ROOT / ".cache" / "clean-env" / f"torch-{TORCH_VERSION}-transformers-{which}"
+    python = venv_dir / "bin" / "python"
+    ready = venv_dir / "READY"  # written last, holding the version: a half-built environment is rebuilt
     if ready.exists():
-        return python
-    shutil.rmtree(VENV_DIR, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)  # no system site-packages
+        return python, ready.read_text().strip()
+    shutil.rmtree(venv_dir, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv_dir)], check=True)  # no system site-packages
     install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    install += [f"torch=={TORCH_VERSION}", f"transformers=={transformers.__version__}"]
+    install += [f"torch=={TORCH_VERSION}", TRANSFORMERS_SPECS[which]]
     result = subprocess.run(install, capture_output=True, text=True, timeout=1800, check=False)
     if result.returncode != 0:
-        shutil.rmtree(VENV_DIR, ignore_errors=True)
+        shutil.rmtree(venv_dir, ignore_errors=True)
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"could not install torch and transformers into a clean environment: {tail[0]}")
-    ready.touch()
-    return python
+        pytest.skip(f"could not install torch and {TRANSFORMERS_SPECS[which]} into a clean environment: {tail[0]}")
+    version = subprocess.run(
+        [str(python), "-c", "import transformers; print(transformers.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ready.write_text(version)
+    return python, version
 
 
 def case_name(architecture: str, model_class: type) -> str:
     return f"{architecture}:{model_class.__name__}"
 
 
-@pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
-    """(what this process computed, what the clean environment computed), keyed by case name."""
-    python = clean_env_python()
-    work = tmp_path_factory.mktemp("clean_env")
+@pytest.fixture(scope="module", params=list(TRANSFORMERS_SPECS))
+def comparison(request, tmp_path_factory):
+    """(what this process computed, what the clean environment computed), keyed by case name, for the clean
+    environment with the oldest and with the newest transformers."""
+    python, version = clean_env_python(request.param)
+    work = tmp_path_factory.mktemp(f"clean_env_{request.param}")
     torch.manual_seed(0)
     torch.set_num_threads(1)
     input_ids = torch.randint(3, 101, (2, 7))
@@ -118,8 +132,13 @@ def comparison(tmp_path_factory):
         timeout=600,
         check=False,
     )
-    assert result.returncode == 0, f"the clean environment failed to load or run the checkpoints:\n{result.stderr}"
-    return expected, torch.load(work / "results.pt")
+    assert result.returncode == 0, (
+        f"the clean environment (transformers {version}) failed to load or run checkpoints saved with transformers "
+        f"{transformers.__version__}:\n{result.stderr}"
+    )
+    got = torch.load(work / "results.pt")
+    assert got["transformers_version"] == version
+    return expected, got
 
 
 @pytest.mark.parametrize(

@@ -242,11 +242,11 @@ def test_compiled_decode_step_reads_the_static_cache_length(positions):
     dynamic = DynamicCache(config=model.config)
     decode = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
-        model(prompt, past_key_values=static)
-        model(prompt, past_key_values=dynamic)
+        model(prompt, cache=static)
+        model(prompt, cache=dynamic)
         for token in ids(1, 3, seed=5).unbind(dim=1):
-            compiled = decode(token[:, None], past_key_values=static).logits
-            expected = model(token[:, None], past_key_values=dynamic).logits
+            compiled = decode(token[:, None], cache=static).logits
+            expected = model(token[:, None], cache=dynamic).logits
             torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
 
 

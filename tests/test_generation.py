@@ -14,6 +14,7 @@ from fourfold.modeling import (
     FourfoldPrefixLMForCausalLM,
     FourfoldSeq2SeqForConditionalGeneration,
 )
+from fourfold.modeling.compat import output_cache
 from tests.conftest import tiny_config
 
 GENERATORS = {
@@ -141,7 +142,7 @@ def test_prefix_lm_generate_honours_an_explicit_prefix_mask():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Forward with past_key_values, chunk by chunk
+# Forward with a cache, chunk by chunk
 # ---------------------------------------------------------------------------------------------------------------------
 
 CHUNKS = (4, 1, 2, 1)  # prompt, then single tokens and a two-token chunk (the causal diagonal is offset there)
@@ -158,8 +159,8 @@ def test_decoder_cache_continuation_matches_full_forward():
     cache, start, pieces = None, 0, []
     for size in CHUNKS:
         end = start + size
-        out = model(ids[:, start:end], attention_mask=attention_mask[:, :end], past_key_values=cache, use_cache=True)
-        cache, start = out.past_key_values, end
+        out = model(ids[:, start:end], attention_mask=attention_mask[:, :end], cache=cache, use_cache=True)
+        cache, start = output_cache(out), end
         pieces.append(out.logits)
     assert isinstance(cache, DynamicCache) and cache.get_seq_length() == ids.shape[1]
     torch.testing.assert_close(torch.cat(pieces, dim=1)[1, 2:], full[1, 2:], rtol=1e-5, atol=1e-5)
@@ -180,8 +181,8 @@ def test_prefix_lm_cache_continuation_matches_full_forward():
     cache, start, pieces = None, 0, []
     for size in CHUNKS:
         end = start + size
-        out = model(ids[:, start:end], prefix_mask=prompt_prefix, past_key_values=cache, use_cache=True)
-        cache, start = out.past_key_values, end
+        out = model(ids[:, start:end], prefix_mask=prompt_prefix, cache=cache, use_cache=True)
+        cache, start = output_cache(out), end
         pieces.append(out.logits)
     stepped = torch.cat(pieces, dim=1)
     torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
@@ -205,10 +206,10 @@ def test_seq2seq_cache_continuation_matches_full_forward():
             attention_mask=source_mask,
             encoder_outputs=encoder_outputs,
             decoder_input_ids=target[:, start:end],
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
-        cache, start = out.past_key_values, end
+        cache, start = output_cache(out), end
         pieces.append(out.logits)
     assert isinstance(cache, EncoderDecoderCache)
     assert cache.self_attention_cache.get_seq_length() == target.shape[1]

@@ -26,7 +26,15 @@ from fourfold.modeling import (
 from fourfold.training.cli import main as cli_main
 from fourfold.training.push import PushError, check_hub_access, export_for_hub, files_to_upload, hub_files, push
 
-CODE = ["configuration_fourfold.py", "heads.py", "layers.py", "loss.py", "masks.py", "modeling_fourfold.py"]
+CODE = [
+    "compat.py",
+    "configuration_fourfold.py",
+    "heads.py",
+    "layers.py",
+    "loss.py",
+    "masks.py",
+    "modeling_fourfold.py",
+]
 TOKENIZER = ["tokenizer.json", "tokenizer_config.json"]
 
 

@@ -111,7 +111,15 @@ def test_saved_folder_carries_auto_map_and_hub_code(checkpoints, model_type, aut
     assert config["model_type"] == model_type
     assert config["auto_map"] == AUTO_MAP[model_type]  # every Auto class of the type, whichever class saved it
     assert config["architectures"] == [class_name]
-    hub_modules = ["configuration_fourfold.py", "heads.py", "layers.py", "loss.py", "masks.py", "modeling_fourfold.py"]
+    hub_modules = [
+        "compat.py",
+        "configuration_fourfold.py",
+        "heads.py",
+        "layers.py",
+        "loss.py",
+        "masks.py",
+        "modeling_fourfold.py",
+    ]
     assert HUB_FILES == [*hub_modules, "pipelines.py"]
     for name in HUB_FILES:
         assert (folder / name).read_bytes() == (MODELING_DIR / name).read_bytes()

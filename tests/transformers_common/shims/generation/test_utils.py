@@ -3,13 +3,16 @@
 `test_modeling_common.py` imports `GenerationTesterMixin` from here and checks that the testers of generative
 models derive from it. The real mixin is not available, so this one checks the core of the same contract through
 `generate()`'s public options only: dict outputs of greedy and beam search, sampling with several return sequences,
-static cache, generation from `inputs_embeds`, continuing from returned `past_key_values`, assisted and
-prompt-lookup decoding. (Cache-vs-no-cache, left padding and sampling seeds are in fourfold's `test_generation.py`.)
+static cache, generation from `inputs_embeds`, continuing from the returned cache (`cache` since transformers 5.24,
+`past_key_values` before), assisted and prompt-lookup decoding. (Cache-vs-no-cache, left padding and sampling seeds
+are in fourfold's `test_generation.py`.)
 """
 
 import copy
 
 import torch
+
+from fourfold.modeling.compat import CACHE_NAME, output_cache
 
 MAX_NEW_TOKENS = 4
 
@@ -57,7 +60,7 @@ class GenerationTesterMixin:
                 self.assertEqual(len(per_step), MAX_NEW_TOKENS)
             self.assertEqual(len(steps[0][0]), num_layers)
             self.assertEqual(len(steps[-1][0]), num_layers + 1)
-            self.assertIsNotNone(out.past_key_values)
+            self.assertIsNotNone(output_cache(out))
 
     def test_beam_search_generate_dict_outputs(self):
         for model_class in self.all_generative_model_classes:
@@ -102,13 +105,13 @@ class GenerationTesterMixin:
                 **prompt, max_new_tokens=MAX_NEW_TOKENS // 2, do_sample=False, return_dict_in_generate=True
             )
             rest = {"max_new_tokens": MAX_NEW_TOKENS - MAX_NEW_TOKENS // 2, "do_sample": False}
-            cache = copy.deepcopy(half.past_key_values)
+            cache = copy.deepcopy(output_cache(half))
             if model.config.is_encoder_decoder:
-                resumed = model.generate(**prompt, decoder_input_ids=half.sequences, past_key_values=cache, **rest)
+                resumed = model.generate(**prompt, decoder_input_ids=half.sequences, **{CACHE_NAME: cache}, **rest)
             else:
                 grown = half.sequences[:, prompt["input_ids"].shape[1] :]
                 mask = torch.cat([prompt["attention_mask"], torch.ones_like(grown)], dim=1)
-                resumed = model.generate(half.sequences, attention_mask=mask, past_key_values=cache, **rest)
+                resumed = model.generate(half.sequences, attention_mask=mask, **{CACHE_NAME: cache}, **rest)
             self.assertTrue(torch.equal(resumed, full))
 
     def test_assisted_decoding_matches_greedy_search(self):
