@@ -248,3 +248,21 @@ def test_saved_config_records_the_code_version(tmp_path):
     model.save_pretrained(tmp_path)
     saved = transformers.AutoConfig.from_pretrained(tmp_path)
     assert saved.fourfold == {"version": fourfold.__version__, "transformers": compat.TRANSFORMERS_REQUIREMENT}
+
+
+@pytest.mark.parametrize("architecture", ["decoder", "prefix-lm", "seq2seq"])
+def test_transformers_exporter_takes_the_generative_models(architecture):
+    """transformers' own exporter calls `get_encoder(modality=None)`; the seq2seq overrides without it failed."""
+    exporters = pytest.importorskip("transformers.exporters.exporter_dynamo")
+    from transformers.exporters.configs import DynamoConfig
+
+    torch.manual_seed(0)
+    auto = transformers.AutoModelForSeq2SeqLM if architecture == "seq2seq" else transformers.AutoModelForCausalLM
+    model = auto.from_config(tiny_config(architecture)).eval()
+    ids = torch.randint(3, 101, (1, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter is experimental and says so
+        exported = exporters.DynamoExporter().export_for_generation(
+            model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, DynamoConfig()
+        )
+    assert {"prefill", "decode"} <= set(exported.components)
