@@ -1,23 +1,11 @@
-"""Named configurations: the four architectures at named sizes, as plain Python.
+"""Named configurations: the four architectures (the records of `fourfold.training.architectures`) at named sizes.
 
 `get_config("decoder-small", vocab_size=8000)` returns a `FourfoldDecoderConfig`; any config field can be overridden.
 Sizes follow the usual ladder (tiny is for tests and CI; small/base match BERT/GPT-2-small/T5-small proportions).
 """
 
-from fourfold.modeling import (
-    FourfoldConfig,
-    FourfoldDecoderConfig,
-    FourfoldEncoderConfig,
-    FourfoldPrefixLMConfig,
-    FourfoldSeq2SeqConfig,
-)
-
-ARCHITECTURES: dict[str, type[FourfoldConfig]] = {
-    "encoder": FourfoldEncoderConfig,
-    "decoder": FourfoldDecoderConfig,
-    "prefix-lm": FourfoldPrefixLMConfig,
-    "seq2seq": FourfoldSeq2SeqConfig,
-}
+from fourfold.modeling import FourfoldConfig
+from fourfold.training.architectures import ARCHITECTURES
 
 SIZES: dict[str, dict] = {
     # ~0.1M parameters: unit tests, CI, the README's two-minute demo.
@@ -43,7 +31,7 @@ def get_config(name: str, **overrides) -> FourfoldConfig:
     architecture, _, size = name.rpartition("-")
     if architecture not in ARCHITECTURES or size not in SIZES:
         raise ValueError(f"Unknown configuration {name!r}; choose one of {', '.join(preset_names())}.")
-    return ARCHITECTURES[architecture](**{**SIZES[size], **overrides})
+    return ARCHITECTURES[architecture].config_class(**{**SIZES[size], **overrides})
 
 
 def preset_names() -> list[str]:

@@ -14,8 +14,8 @@
     loss_curve.png          embedded when present                             (fourfold pretrain)
 
 Nothing in a card is typed by hand: a fact missing from the folder is left out (or said to be unknown), and the few
-things no file can know (license, language, a Hub id for a local base model) are `overrides`. `FourfoldTrainer`
-(or `FourfoldCardMixin` on another Trainer class) makes `Trainer.push_to_hub` write this card instead of its own.
+things no file can know (license, language, a Hub id for a local base model) are `overrides`. The training commands'
+Trainer (`fourfold.training.trainer.FourfoldTrainer`) makes `Trainer.push_to_hub` write this card instead of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import Trainer
+
+from fourfold.training.architectures import OBJECTIVE_OPTIONS, architecture_of
 
 TEMPLATES = Path(__file__).parent
 MARKER = "<!-- written by fourfold.hub_cards.write_model_card -->"
@@ -38,55 +39,6 @@ RESULT_FILES = ("all_results.json", "eval_results.json", "test_results.json", "r
 DEFAULT_LICENSE = "apache-2.0"  # fourfold's own license; pass license= when the data or base model says otherwise
 REVISION_PLACEHOLDER = "<commit-sha>"
 
-
-@dataclasses.dataclass(frozen=True)
-class Configuration:
-    """What a card says about one of the four configurations."""
-
-    name: str
-    attention: str
-    objective: str
-    like: str
-    intended_use: str
-    limitations: str
-
-
-CONFIGURATIONS: dict[str, Configuration] = {
-    "fourfold-encoder": Configuration(
-        name="bidirectional encoder",
-        attention="bidirectional: every token attends to every non-padding token",
-        objective="masked language modelling: predict masked-out tokens from the context on both sides",
-        like="BERT / RoBERTa",
-        intended_use="text representations for classification, token tagging, extractive QA and retrieval; "
-        "filling in masked tokens",
-        limitations="it does not generate text left to right",
-    ),
-    "fourfold-decoder": Configuration(
-        name="causal decoder",
-        attention="causal: every token attends to itself and earlier tokens",
-        objective="causal language modelling: predict each next token",
-        like="GPT-2 / Llama",
-        intended_use="text continuation; classification from the last token",
-        limitations="each token sees only its left context, so representations of early tokens are one-sided",
-    ),
-    "fourfold-prefix-lm": Configuration(
-        name="prefix language model",
-        attention="prefix: the prompt (prefix) attends bidirectionally within itself, the continuation is causal",
-        objective="prefix language modelling: predict the continuation of a bidirectionally read prefix",
-        like="T5's prefix LM / UniLM",
-        intended_use="conditional generation where the whole prompt should be read at once "
-        "(`generate()` takes the prompt as the prefix)",
-        limitations="the prefix must be marked (`prefix_mask`) whenever the model is called outside `generate()`",
-    ),
-    "fourfold-seq2seq": Configuration(
-        name="encoder-decoder",
-        attention="a bidirectional encoder, and a causal decoder that cross-attends to the encoder's final layer",
-        objective="span corruption: reconstruct masked-out spans of the input (T5)",
-        like="T5 / BART",
-        intended_use="text-to-text tasks: summarisation, translation, rewriting; encoder features",
-        limitations="a pretrained-only checkpoint fills in spans; it follows instructions only after fine-tuning",
-    ),
-}
 
 # The Hub task of each head (by class-name suffix), and the Auto class that loads it.
 HEADS: dict[str, tuple[str, str]] = {
@@ -136,12 +88,6 @@ RECIPE_FIELDS = (
     ("noise_density", "noise density"),
     ("mean_noise_span_length", "mean noise span"),
 )
-# Pretraining-objective arguments apply to one configuration each; a run carries all of them.
-OBJECTIVE_FIELDS = {
-    "fourfold-encoder": ("mlm_probability", "whole_word_mask"),
-    "fourfold-prefix-lm": ("prefix_fraction",),
-    "fourfold-seq2seq": ("noise_density", "mean_noise_span_length"),
-}
 # Bookkeeping numbers that Trainer reports next to metrics.
 _NOT_METRICS = re.compile(r"(runtime|per_second|preparation_time|flos|epoch|mem_|_mem|num_tokens)")
 # Metric-key prefixes (Trainer's `metric_key_prefix`) and the split each names.
@@ -232,39 +178,6 @@ def save_run_arguments(output_dir: str | Path, *arguments: Any) -> Path:
     return path
 
 
-class FourfoldCardMixin:
-    """Put before a `Trainer` class: `create_model_card`, which `Trainer.push_to_hub` calls right before uploading
-    the output folder, then writes fourfold's card instead of Trainer's generic one."""
-
-    def create_model_card(
-        self,
-        language: str | None = None,
-        license: str | None = None,
-        tags: str | list[str] | None = None,
-        model_name: str | None = None,
-        finetuned_from: str | None = None,
-        tasks: str | list[str] | None = None,
-        dataset_tags: str | list[str] | None = None,
-        dataset: str | list[str] | None = None,
-        dataset_args: str | list[str] | None = None,
-    ) -> None:
-        if not self.is_world_process_zero():
-            return
-        overrides = {
-            "language": language,
-            "license": license,
-            "tags": [tags] if isinstance(tags, str) else tags,
-            "model_name": model_name,
-            "base_model": finetuned_from,
-            "datasets": [dataset] if isinstance(dataset, str) else dataset,
-        }
-        write_model_card(self.args.output_dir, **{k: v for k, v in overrides.items() if v is not None})
-
-
-class FourfoldTrainer(FourfoldCardMixin, Trainer):
-    """`transformers.Trainer` whose `push_to_hub` uploads fourfold's model card."""
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Facts from the folder
 # --------------------------------------------------------------------------------------------------------------------
@@ -282,7 +195,7 @@ def collect_facts(output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]
                 config = read_json(Path(base) / "config.json")
                 break
     model_type = config.get("model_type")
-    configuration = CONFIGURATIONS.get(model_type)
+    architecture = architecture_of(model_type)
     class_name = (config.get("architectures") or [None])[0]
     pipeline_tag, auto_class = head_of(class_name)
     if adapter:  # the adapter's task, not the base checkpoint's head
@@ -310,7 +223,7 @@ def collect_facts(output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]
         "base_model": base_model,
         "base_model_note": base_model_note,
         "eval_results": eval_results(evaluation, pipeline_tag, datasets, run),
-        "configuration": dataclasses.asdict(configuration) if configuration else None,
+        "configuration": dataclasses.asdict(architecture.card) if architecture else None,
         "model_type": model_type,
         "class_name": class_name,
         "architecture": architecture_rows(config),
@@ -493,8 +406,14 @@ def _shown(name: str, run: dict[str, Any], model_type: str | None) -> bool:
         return False
     if name == "gradient_accumulation_steps" and value == 1:
         return False
-    objective_fields = {field for fields in OBJECTIVE_FIELDS.values() for field in fields}
-    return name not in objective_fields or name in OBJECTIVE_FIELDS.get(model_type, ())
+    return name not in OBJECTIVE_OPTIONS or name in objective_options(model_type, run.get("objective"))
+
+
+def objective_options(model_type: str | None, objective: str | None) -> tuple[str, ...]:
+    """The pretraining-objective arguments the run's objective read (a run records all of them)."""
+    architecture = architecture_of(model_type)
+    names = [o.name for o in architecture.objectives] if architecture else []
+    return architecture.objective(objective).options if objective in names else ()
 
 
 def _effective_batch(state: dict, run: dict[str, Any]) -> int | None:

@@ -7,12 +7,13 @@ import torch
 
 import fourfold  # noqa: F401  (registers the Auto classes)
 from fourfold.configuration import get_config
+from fourfold.training.architectures import ARCHITECTURES as REGISTRY
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-ARCHITECTURES = ("encoder", "decoder", "prefix-lm", "seq2seq")
-GENERATIVE = ("decoder", "prefix-lm", "seq2seq")
+ARCHITECTURES = tuple(REGISTRY)  # the four, from the one registry
+GENERATIVE = tuple(name for name, record in REGISTRY.items() if record.generates)
 
 
 def pytest_configure(config):

@@ -13,22 +13,11 @@ from pathlib import Path
 import pytest
 
 from fourfold.configuration import get_config
-from fourfold.modeling import (
-    FourfoldDecoderForCausalLM,
-    FourfoldEncoderForMaskedLM,
-    FourfoldPrefixLMForCausalLM,
-    FourfoldSeq2SeqForConditionalGeneration,
-)
+from fourfold.training.architectures import ARCHITECTURES
 from fourfold.training.data import BUNDLED_CORPUS
 from fourfold.training.finetune import run_finetune
 from fourfold.training.tokenizer import model_special_ids, train_tokenizer
 
-PRETRAINING_HEADS = {
-    "encoder": FourfoldEncoderForMaskedLM,
-    "decoder": FourfoldDecoderForCausalLM,
-    "prefix-lm": FourfoldPrefixLMForCausalLM,
-    "seq2seq": FourfoldSeq2SeqForConditionalGeneration,
-}
 NAMES = ["Ahab", "Ishmael", "Queequeg", "Starbuck", "Stubb", "Flask", "Tashtego", "Daggoo"]
 WORDS = "the whale sea ship boat harpoon captain mast deck sail wind wave oil rope bone storm night".split()
 
@@ -40,7 +29,7 @@ def build_checkpoint(architecture: str, folder: Path, seed: int = 0) -> Path:
     tokenizer = train_tokenizer(texts, architecture, vocab_size=600, num_sentinels=8)
     config = get_config(f"{architecture}-tiny", **model_special_ids(tokenizer, architecture))
     torch.manual_seed(seed)
-    model = PRETRAINING_HEADS[architecture](config)
+    model = ARCHITECTURES[architecture].pretraining_head(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -49,7 +38,7 @@ def build_checkpoint(architecture: str, folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("checkpoints")
-    return {arch: build_checkpoint(arch, root / arch) for arch in PRETRAINING_HEADS}
+    return {arch: build_checkpoint(arch, root / arch) for arch in ARCHITECTURES}
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

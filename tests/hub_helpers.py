@@ -51,8 +51,9 @@ def train_tiny_decoder(output_dir: str | Path, steps: int = 4) -> tuple[PreTrain
     state, loss curve, and the card (through `FourfoldTrainer` and `write_model_card(run_arguments=...)`)."""
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
-    from fourfold.hub_cards import FourfoldTrainer, write_model_card
+    from fourfold.hub_cards import write_model_card
     from fourfold.training.pretrain import DataArguments, ModelArguments, ObjectiveArguments, plot_loss_curve
+    from fourfold.training.trainer import FourfoldTrainer
 
     tokenizer = tokenizer_for("decoder")
     config = get_config("decoder-tiny", **model_special_ids(tokenizer, "decoder"))

@@ -16,7 +16,7 @@ from hub_helpers import save_checkpoint, train_tiny_decoder
 from huggingface_hub import ModelCard
 
 import fourfold
-from fourfold.hub_cards import FourfoldTrainer, render_model_card, write_model_card
+from fourfold.hub_cards import render_model_card, write_model_card
 from fourfold.hub_cards.cards import MARKER, REVISION_PLACEHOLDER, count_parameters, read_metrics
 from fourfold.modeling import (
     FourfoldDecoderForCausalLM,
@@ -31,6 +31,7 @@ from fourfold.modeling import (
     FourfoldSeq2SeqForConditionalGeneration,
 )
 from fourfold.modeling.compat import TRANSFORMERS_REQUIREMENT
+from fourfold.training.trainer import FourfoldTrainer
 
 
 @pytest.fixture(scope="module")

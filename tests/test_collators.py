@@ -15,6 +15,7 @@ from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from fourfold.training.architectures import ARCHITECTURES
 from fourfold.training.collators import (
     MODE_TOKENS,
     CausalLMCollator,
@@ -30,7 +31,7 @@ from fourfold.training.collators import (
     prefix_lm_raw_length,
     random_spans_noise_mask,
 )
-from fourfold.training.data import FRAMING, append_eos, group_texts, restart_at_block_start, tokenize_and_group
+from fourfold.training.data import append_eos, group_texts, restart_at_block_start, tokenize_and_group
 from fourfold.training.tokenizer import train_tokenizer
 
 SPECIALS = ["[PAD]", "<s>", "</s>", "[UNK]", "[MASK]"] + [f"<extra_id_{i}>" for i in range(10)]
@@ -100,7 +101,7 @@ def test_causal_prompts_end_without_eos_but_documents_end_with_it(architecture):
 
     documents = ["call me ishmael", "some years ago", "never mind how long"]
     raw = DatasetDict(train=Dataset.from_dict({"text": documents}), validation=Dataset.from_dict({"text": documents}))
-    rows = tokenize_and_group(raw, tokenizer, block_size=8, framing=FRAMING[architecture])["train"]
+    rows = tokenize_and_group(raw, tokenizer, block_size=8, framing=ARCHITECTURES[architecture].framing)["train"]
     ids = [t for row in rows["input_ids"] for t in row]
     positions = [p for row in rows["position_ids"] for p in row]
     expected = [t for d in documents for t in [bos, *tokenizer(d, add_special_tokens=False).input_ids, eos]]
@@ -118,7 +119,8 @@ def test_encoder_and_seq2seq_framing():
     raw = DatasetDict(train=Dataset.from_dict({"text": documents}), validation=Dataset.from_dict({"text": documents}))
     for architecture, framing in (("encoder", "[CLS] {} [SEP]"), ("seq2seq", "{}")):
         tokenizer = train_tokenizer(TEXTS, architecture, vocab_size=300, num_sentinels=4)
-        rows = tokenize_and_group(raw, tokenizer, block_size=2, packing=False, framing=FRAMING[architecture])
+        framing_of = ARCHITECTURES[architecture].framing
+        rows = tokenize_and_group(raw, tokenizer, block_size=2, packing=False, framing=framing_of)
         ids = [t for row in rows["train"]["input_ids"] for t in row]
         expected = [t for d in documents for t in tokenizer(framing.format(d), add_special_tokens=False).input_ids]
         assert ids == expected[: len(ids)] and len(ids) >= len(expected) - 1, architecture

@@ -28,8 +28,7 @@ from fourfold.training.peft_support import (
     check_target_modules,
     register_peft_defaults,
 )
-
-ARCHITECTURES = ("encoder", "decoder", "prefix-lm", "seq2seq")
+from tests.conftest import ARCHITECTURES
 
 
 def peft_trainable(name: str) -> bool:

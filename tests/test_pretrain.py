@@ -8,9 +8,9 @@ import torch
 from huggingface_hub import ModelCard
 
 from fourfold.configuration import get_config
-from fourfold.training.collators import collator_for
+from fourfold.training.architectures import ARCHITECTURES
 from fourfold.training.data import group_texts
-from fourfold.training.pretrain import PRETRAINING_HEADS, main
+from fourfold.training.pretrain import ObjectiveArguments, main
 from fourfold.training.tokenizer import train_tokenizer
 
 FAST = [
@@ -70,7 +70,15 @@ def test_prefix_lm_ul2_pretraining_lowers_eval_loss(tmp_path):
         (["--objective", "electra"], "which trains with 'clm'"),
         (["--architecture", "seq2seq", "--objective", "ul2", "--packing", "false"], "needs --packing true"),
         (["--architecture", "prefix-lm", "--objective", "ul2", "--packing", "false"], "needs --packing true"),
-        (["--whole_word_mask", "true"], "masked-LM option"),
+        (
+            ["--whole_word_mask", "true"],
+            "whole_word_mask is an option of encoder electra, encoder mlm, not of decoder clm",
+        ),
+        (["--mlm_probability", "0.3"], "mlm_probability is an option of encoder"),
+        (
+            ["--architecture", "seq2seq", "--prefix_fraction", "0.5"],
+            "prefix_fraction is an option of prefix-lm prefix-lm",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(flags, message, tmp_path):
@@ -98,10 +106,11 @@ def test_packed_rows_keep_documents_apart(architecture):
     torch.manual_seed(0)
     documents = [torch.randint(20, len(tokenizer), (n,)).tolist() for n in (9, 12)]
     row = {k: v[0] for k, v in group_texts({"input_ids": documents}, block_size=21, packing=True).items()}
-    kwargs = {"prefix_fraction": 0.3} if architecture == "prefix-lm" else {}
-    batch = collator_for(architecture, tokenizer, seed=0, **kwargs)([row])
+    record = ARCHITECTURES[architecture]
+    arguments = ObjectiveArguments(prefix_fraction=0.3 if architecture == "prefix-lm" else None)
+    batch = record.objective().collator(tokenizer, arguments, 0, 21)([row])
     config = get_config(f"{architecture}-tiny", vocab_size=len(tokenizer), use_cache=False)
-    model = PRETRAINING_HEADS[architecture](config)
+    model = record.pretraining_head(config)
     packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     if architecture == "seq2seq":
         start = (batch["position_ids"][0] == 0).nonzero()[1].item()

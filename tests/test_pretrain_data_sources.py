@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fourfold.training.architectures import ARCHITECTURES
 from fourfold.training.data import BUNDLED_CORPUS, load_text_dataset
-from fourfold.training.pretrain import PRETRAINING_HEADS, main
+from fourfold.training.pretrain import main
 from fourfold.training.tokenizer import train_tokenizer
 
 STEPS = 40
@@ -83,7 +84,7 @@ def test_streaming_trains_on_the_same_rows_as_in_memory(architecture, source, co
     # Checkpoints are written as the stream goes, and the final model is the last one, reloadable.
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{STEPS // 2}", f"checkpoint-{STEPS}"]
     last = load_file(out / f"checkpoint-{STEPS}" / "model.safetensors")
-    model = PRETRAINING_HEADS[architecture].from_pretrained(out)
+    model = ARCHITECTURES[architecture].pretraining_head.from_pretrained(out)
     for name, tensor in model.state_dict().items():
         if name in last:  # tied weights are stored once
             torch.testing.assert_close(tensor, last[name], rtol=0, atol=0, msg=name)

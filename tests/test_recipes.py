@@ -4,20 +4,22 @@ from pathlib import Path
 
 import pytest
 
-from fourfold.training.pretrain import OBJECTIVES, check_arguments, parse_arguments
+from fourfold.training.architectures import ARCHITECTURES
+from fourfold.training.pretrain import check_arguments, parse_arguments
 
 RECIPES = sorted((Path(__file__).parents[1] / "configuration").glob("pretrain-*.yaml"))
 
 
 def test_there_is_a_recipe_per_architecture():
-    assert {f"pretrain-{architecture}-tiny.yaml" for architecture in OBJECTIVES} <= {r.name for r in RECIPES}
+    assert {f"pretrain-{architecture}-tiny.yaml" for architecture in ARCHITECTURES} <= {r.name for r in RECIPES}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses(recipe):
     model_args, data_args, tokenizer_args, objective_args, training_args = parse_arguments([str(recipe)])
-    architecture = check_arguments(model_args, data_args, tokenizer_args, objective_args)
-    assert recipe.name.startswith(f"pretrain-{architecture}-")
+    architecture, objective = check_arguments(model_args, data_args, tokenizer_args, objective_args, training_args)
+    assert recipe.name.startswith(f"pretrain-{architecture.name}-")
+    assert objective in architecture.objectives
     assert all(Path(f).is_file() for f in data_args.train_files)  # recipe paths resolve from anywhere
     assert training_args.output_dir
 

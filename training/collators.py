@@ -1,11 +1,15 @@
-"""Batch collators: turn rows of token ids into each architecture's pretraining objective.
+"""Batch collators: turn rows of token ids into a pretraining objective's inputs and labels.
 
-    encoder     masked LM: transformers' DataCollatorForLanguageModeling (15% of tokens, 80/10/10), kept packing-aware
-    decoder     causal LM: labels = input ids (the model shifts them); -100 where a new document starts
-    prefix-lm   prefix LM: a random split point per row; prefix_mask = 1 before it, labels -100 on the prefix;
-                or UL2's mixture of denoisers in one sequence: [mode] corrupted input (the prefix), then the target
-    seq2seq     T5 span corruption: noise spans -> sentinels in the input; the target lists the spans after them;
-                or UL2's mixture of denoisers (span corruption, regular and extreme, and prefix -> continuation)
+    MaskedLMCollator         masked LM: transformers' DataCollatorForLanguageModeling (15% of tokens, 80/10/10),
+                             kept packing-aware (encoder: mlm, electra)
+    CausalLMCollator         causal LM: labels = input ids (the model shifts them); -100 where a new document starts
+    PrefixLMCollator         prefix LM: a random split point per row; prefix_mask = 1 before it, labels -100 on it
+    PrefixLMMixtureOf...     UL2's mixture of denoisers in one sequence: [mode] corrupted input (the prefix), then
+                             the target (prefix-lm: ul2)
+    SpanCorruptionCollator   T5 span corruption: noise spans -> sentinels in the input; the target lists the spans
+    MixtureOfDenoisers...    UL2's mixture of denoisers (span corruption, regular and extreme, and prefix ->
+                             continuation) (seq2seq: ul2)
+Which architecture trains with which is its record's business (`architectures.py`, `Objective.collator`).
 
 Every collator accepts rows with `position_ids` (packed rows, see data.py) and then returns no attention_mask, so
 the models keep documents apart; rows without them are fixed-length blocks that need no padding.
@@ -453,35 +457,3 @@ class PrefixLMMixtureOfDenoisersCollator(MixtureOfDenoisersCollator):
             batch["prefix_mask"].append(row["prefix_mask"] + [0] * padding)
             batch["labels"].append(row["labels"] + [-100] * padding)
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-
-
-def collator_for(
-    architecture: str,
-    tokenizer: PreTrainedTokenizerBase,
-    mlm_probability: float = 0.15,
-    whole_word_mask: bool = False,
-    prefix_fraction: float | None = None,
-    noise_density: float = 0.15,
-    mean_noise_span_length: float = 3.0,
-    seed: int | None = None,
-    objective: str | None = None,
-    max_length: int | None = None,
-):
-    """The pretraining collator of `architecture` (and `objective`, where it has a choice), with its parameters.
-
-    `max_length`: prefix-LM UL2 only: the longest a laid-out document may be (an error beyond, never a cut)."""
-    if architecture == "encoder":
-        return MaskedLMCollator(tokenizer, mlm_probability, whole_word_mask=whole_word_mask, seed=seed)
-    if architecture == "decoder":
-        return CausalLMCollator(tokenizer)
-    if architecture == "prefix-lm" and objective == "ul2":
-        return PrefixLMMixtureOfDenoisersCollator(
-            tokenizer, noise_density, mean_noise_span_length, seed=seed, max_length=max_length
-        )
-    if architecture == "prefix-lm":
-        return PrefixLMCollator(tokenizer, prefix_fraction, seed=seed)
-    if architecture == "seq2seq" and objective == "ul2":
-        return MixtureOfDenoisersCollator(tokenizer, noise_density, mean_noise_span_length, seed=seed)
-    if architecture == "seq2seq":
-        return SpanCorruptionCollator(tokenizer, noise_density, mean_noise_span_length, seed=seed)
-    raise ValueError(f"architecture={architecture!r}: choose encoder, decoder, prefix-lm or seq2seq.")

@@ -54,21 +54,8 @@ from transformers import (
 from transformers.activations import ACT2FN
 
 from fourfold.hub_cards import write_model_card
-from fourfold.modeling import (
-    FourfoldDecoderConfig,
-    FourfoldDecoderForCausalLM,
-    FourfoldDecoderModel,
-    FourfoldEncoderConfig,
-    FourfoldEncoderForMaskedLM,
-    FourfoldEncoderModel,
-    FourfoldPrefixLMConfig,
-    FourfoldPrefixLMForCausalLM,
-    FourfoldPrefixLMModel,
-    FourfoldPreTrainedModel,
-    FourfoldSeq2SeqConfig,
-    FourfoldSeq2SeqForConditionalGeneration,
-    FourfoldSeq2SeqModel,
-)
+from fourfold.modeling import FourfoldPreTrainedModel
+from fourfold.training.architectures import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 
@@ -77,24 +64,6 @@ VERIFY_TOLERANCE = 1e-4  # max abs logit difference accepted by the built-in che
 # A rule: regex over the full source key (head classes' names; base-model keys get the base prefix first) -> the
 # fourfold key (regex template), several keys (the tensor is split evenly along dim 0), or None (dropped, recorded).
 Rule = tuple[str, str | tuple[str, ...] | None]
-
-# (architecture, has a head) -> fourfold class
-TARGETS: dict[tuple[str, bool], type[FourfoldPreTrainedModel]] = {
-    ("encoder", True): FourfoldEncoderForMaskedLM,
-    ("encoder", False): FourfoldEncoderModel,
-    ("decoder", True): FourfoldDecoderForCausalLM,
-    ("decoder", False): FourfoldDecoderModel,
-    ("prefix-lm", True): FourfoldPrefixLMForCausalLM,
-    ("prefix-lm", False): FourfoldPrefixLMModel,
-    ("seq2seq", True): FourfoldSeq2SeqForConditionalGeneration,
-    ("seq2seq", False): FourfoldSeq2SeqModel,
-}
-CONFIGS = {
-    "encoder": FourfoldEncoderConfig,
-    "decoder": FourfoldDecoderConfig,
-    "prefix-lm": FourfoldPrefixLMConfig,
-    "seq2seq": FourfoldSeq2SeqConfig,
-}
 
 
 class ConversionError(ValueError):
@@ -416,12 +385,13 @@ def convert(
         )
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         kwargs[name] = getattr(source.config, name, None)
-    config = CONFIGS[architecture](
+    record = ARCHITECTURES[architecture]
+    config = record.config_class(
         tie_word_embeddings=getattr(source.config, "tie_word_embeddings", True),
         initializer_range=getattr(source.config, "initializer_range", getattr(source.config, "init_std", 0.02)),
         **kwargs,
     )
-    model = TARGETS[architecture, has_head](config)
+    model = (record.pretraining_head if has_head else record.base_model)(config)
     dropped = _load_weights(model, source, recipe, has_head)
     model.to(source.dtype).eval()
     if has_head and getattr(source, "generation_config", None) is not None and model.can_generate():
@@ -576,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--as",
         dest="architecture",
-        choices=sorted(CONFIGS),
+        choices=sorted(ARCHITECTURES),
         help="fourfold configuration (default: the source's own; 'prefix-lm' for a GPT-2 or Llama causal LM)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check on a random batch")

@@ -9,8 +9,9 @@ Two ways to cut (`group_texts`):
         documents  [a a a] [b b b b b] [c c]   block_size 4
         rows       [a a a b]  [b b b b]  (the trailing [c c] is dropped, as in run_clm)
         position   [0 1 2 0]  [0 1 2 3]
-Each document is framed first (`FRAMING`): the tokenizer's template adds what belongs to every input (bos, cls/sep),
-and a causal LM's documents get their eos here, because a prompt tokenized with the same template must not end in one.
+Each document is framed first (`FRAMINGS`, chosen by the architecture's record): the tokenizer's template adds what
+belongs to every input (bos, cls/sep), and a causal LM's documents get their eos here, because a prompt tokenized with
+the same template must not end in one.
 """
 
 from pathlib import Path
@@ -19,12 +20,14 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict,
 from transformers import PreTrainedTokenizerBase
 
 BUNDLED_CORPUS = Path(__file__).parent / "data" / "moby_dick.jsonl"
-# How each architecture frames a pretraining document:
-#   encoder    [CLS] text [SEP]   "template": the tokenizer's template (BERT)
-#   decoder    <s> text </s>      "template+eos": the template adds <s> only (prompts must not end in </s>), so </s>
-#   prefix-lm  <s> text </s>          is appended here: the model learns where a text ends, and so when to stop
-#   seq2seq    text               "bare": span corruption ends each corrupted input and its target with </s> (T5)
-FRAMING = {"encoder": "template", "decoder": "template+eos", "prefix-lm": "template+eos", "seq2seq": "bare"}
+# How a pretraining document is framed (an architecture's `framing`):
+#   "template"      the tokenizer's template                       encoder: [CLS] text [SEP] (BERT)
+#   "template+eos"  the template, then eos                         decoder, prefix-lm: <s> text </s>; the template
+#                                                                   adds <s> only (prompts must not end in </s>), so
+#                                                                   the model learns where a text ends here
+#   "bare"          the text's tokens alone                        seq2seq: span corruption ends each corrupted
+#                                                                   input and its target with </s> (T5)
+FRAMINGS = ("template", "template+eos", "bare")
 # File suffix -> `datasets` builder name.
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -90,13 +93,13 @@ def tokenize_and_group(
     num_proc: int | None = None,
     framing: str = "template",
 ) -> DatasetDict | IterableDatasetDict:
-    """Tokenizes every document, framed by `framing` (a value of `FRAMING`), and cuts rows of `block_size`.
+    """Tokenizes every document, framed by `framing` (one of `FRAMINGS`), and cuts rows of `block_size`.
 
     Rows have `input_ids` (and `position_ids` when `packing`; `offset_mapping` when `return_offsets`, which
     whole-word masking needs). Raises when the data is too short to fill one block.
     """
-    if framing not in ("template", "template+eos", "bare"):
-        raise ValueError(f"framing={framing!r}: choose 'template', 'template+eos' or 'bare'.")
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing={framing!r}: choose one of {', '.join(map(repr, FRAMINGS))}.")
     streaming = isinstance(raw, IterableDatasetDict)
     map_kwargs = {} if streaming else dict(num_proc=num_proc, desc="tokenizing")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import datasets
 import transformers
 
-from fourfold.configuration import ARCHITECTURES
 from fourfold.training import pretrain
+from fourfold.training.architectures import ARCHITECTURES
 from fourfold.training.finetune import run_finetune, summary_line
 
 RECIPES = Path(__file__).resolve().parents[1] / "configuration"

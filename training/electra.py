@@ -19,6 +19,7 @@ prior's entropy, ~0.4) and begins to tell which only after ~1000 steps at the de
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -145,3 +146,14 @@ class ReplacedTokenDetection(nn.Module):
             for tied in getattr(model, "_tied_weights_keys", None) or {}:
                 state.pop(f"{prefix}{name}{tied}", None)
         return state
+
+
+def save_electra(trainer, model: ReplacedTokenDetection, tokenizer) -> FourfoldEncoderForMaskedLM:
+    """Saves the discriminator as the run's model (`output_dir`) and the generator beside it (`output_dir/generator`),
+    and returns the generator: it fills in masked tokens for the samples, which the discriminator cannot."""
+    if trainer.is_world_process_zero():
+        output_dir = Path(trainer.args.output_dir)
+        model.discriminator.save_pretrained(output_dir)
+        model.generator.save_pretrained(output_dir / "generator")
+        tokenizer.save_pretrained(output_dir)
+    return model.generator

@@ -42,13 +42,13 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     Trainer,
 )
 
 from fourfold.configuration import get_config, preset_names
-from fourfold.hub_cards import FourfoldCardMixin, FourfoldTrainer, write_model_card
+from fourfold.hub_cards import write_model_card
+from fourfold.training.arguments import parse_recipe_and_flags
 from fourfold.training.data import load_text_dataset
 from fourfold.training.metrics import perplexity
 from fourfold.training.peft_support import (
@@ -57,7 +57,6 @@ from fourfold.training.peft_support import (
     check_method,
     count_parameters,
 )
-from fourfold.training.pretrain import first_evaluation, parse_recipe_and_flags
 from fourfold.training.tasks import (
     AUTO_CLASSES,
     CLASSIFICATION_TASKS,
@@ -77,6 +76,7 @@ from fourfold.training.tasks import (
     tokenize,
 )
 from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
+from fourfold.training.trainer import FourfoldSeq2SeqTrainer, FourfoldTrainer, first_evaluation
 
 
 @dataclass
@@ -408,10 +408,6 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         (Path(training_args.output_dir) / "results.json").write_text(json.dumps(results, indent=2, default=str))
         write_model_card(training_args.output_dir)  # after save_model: PEFT writes a README.md of its own there
     return results, trainer
-
-
-class FourfoldSeq2SeqTrainer(FourfoldCardMixin, Seq2SeqTrainer):
-    """`Seq2SeqTrainer` whose `push_to_hub` uploads fourfold's model card."""
 
 
 HEADLINE_METRICS = {

@@ -22,7 +22,9 @@ from peft import IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptTu
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-FOURFOLD_MODEL_TYPES = ("fourfold-encoder", "fourfold-decoder", "fourfold-prefix-lm", "fourfold-seq2seq")
+from fourfold.training.architectures import BY_MODEL_TYPE, architecture_of
+
+FOURFOLD_MODEL_TYPES = tuple(BY_MODEL_TYPE)
 # In the seq2seq model these names also match the decoder's cross-attention projections, which is what we want.
 ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]  # no gate_proj in a non-gated MLP; PEFT skips absent names
@@ -43,13 +45,6 @@ PEFT_TASK_TYPES: dict[str, TaskType | None] = {
     "multiple-choice": None,  # PEFT has no multiple-choice task type; the base PeftModel wraps the layers
     "causal-lm": TaskType.CAUSAL_LM,
     "text-to-text": TaskType.SEQ_2_SEQ_LM,
-}
-# Where the prompt-learning methods are supported (tested): PEFT prepends virtual tokens or a key/value prefix, which
-# the prefix LM's prefix_mask and the seq2seq cache layout do not know about, and which the per-token and span heads
-# would have to cut off again.
-PROMPT_METHOD_SUPPORT: dict[str, tuple[str, ...]] = {
-    "fourfold-encoder": ("sequence-classification",),
-    "fourfold-decoder": ("sequence-classification", "causal-lm"),
 }
 
 
@@ -86,10 +81,17 @@ def check_method(method: str, task: str, model_type: str, merge: bool = False) -
             f"--merge folds an adapter into the weights, which {method!r} does not have (it learns virtual tokens or "
             f"trains the model itself): drop --merge, or use --method {' / '.join(MERGEABLE_METHODS)}."
         )
-    if method in PROMPT_METHODS and model_type in FOURFOLD_MODEL_TYPES:  # other models: as PEFT supports them
-        supported = PROMPT_METHOD_SUPPORT.get(model_type, ())
-        if task not in supported:
-            where = "; ".join(f"{m}: {', '.join(t)}" for m, t in PROMPT_METHOD_SUPPORT.items())
+    architecture = architecture_of(model_type)
+    # Prompt learning prepends virtual tokens or a key/value prefix, which the prefix LM's prefix_mask and the seq2seq
+    # cache layout do not know about, and which the per-token and span heads would have to cut off again: each
+    # record lists where it is supported (tested). Other models: as PEFT supports them.
+    if method in PROMPT_METHODS and architecture is not None:
+        if task not in architecture.prompt_tuning_tasks:
+            where = "; ".join(
+                f"{a.model_type}: {', '.join(a.prompt_tuning_tasks)}"
+                for a in BY_MODEL_TYPE.values()
+                if a.prompt_tuning_tasks
+            )
             raise ValueError(
                 f"--method {method} is not supported for {task} on a {model_type} model (supported: {where}). "
                 "Use --method lora, dora or ia3, which work for every architecture and task."

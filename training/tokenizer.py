@@ -1,6 +1,7 @@
 """Tokenizers for pretraining: train one on the corpus with the `tokenizers` library, or load an existing one.
 
-Each architecture gets the algorithm and special tokens its objective needs (`TOKENIZER_KINDS`):
+Each architecture's record (`architectures.py`, `TokenizerSpec`) gives the algorithm and special tokens its
+objective needs and the template around a text:
     encoder     WordPiece; [CLS] text [SEP]; [MASK] for masked LM                          (BERT)
     decoder     byte-level BPE; <s> text                                                    (Llama)
     prefix-lm   byte-level BPE; <s> text                                                    (the decoder's)
@@ -18,19 +19,16 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-# The default algorithm per architecture; any architecture may use any of ALGORITHMS.
-TOKENIZER_KINDS: dict[str, str] = {"encoder": "wordpiece", "decoder": "bpe", "prefix-lm": "bpe", "seq2seq": "unigram"}
+from fourfold.training.architectures import get_architecture
+
 ALGORITHMS = ("wordpiece", "bpe", "unigram")
 
 
 def special_tokens_for(architecture: str, num_sentinels: int = 100) -> dict[str, str | list[str]]:
     """The special tokens of an architecture's tokenizer, as `PreTrainedTokenizerFast` keyword arguments."""
-    if architecture == "encoder":
-        tokens = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-        # bos/eos alias cls/sep, as in RoBERTa, so every tokenizer has all four ids.
-        return {**tokens, "bos_token": "[CLS]", "eos_token": "[SEP]"}
-    tokens = dict(pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
-    if architecture == "seq2seq":
+    spec = get_architecture(architecture).tokenizer
+    tokens: dict[str, str | list[str]] = dict(spec.special_tokens)
+    if spec.sentinels:
         tokens["extra_special_tokens"] = [f"<extra_id_{i}>" for i in range(num_sentinels)]
     return tokens
 
@@ -50,14 +48,13 @@ def train_tokenizer(
         texts: the training text, one document per item (an iterator is fine).
         architecture: `"encoder"`, `"decoder"`, `"prefix-lm"` or `"seq2seq"`: picks the special tokens and template.
         vocab_size: total vocabulary size, special tokens included.
-        algorithm: `"wordpiece"`, `"bpe"` (byte-level) or `"unigram"`; `None` means `TOKENIZER_KINDS[architecture]`.
+        algorithm: `"wordpiece"`, `"bpe"` (byte-level) or `"unigram"`; `None`: the architecture's default.
         num_sentinels: seq2seq only: how many `<extra_id_i>` sentinels span corruption may use.
         min_frequency: BPE/WordPiece merges need a pair seen at least this often.
         model_max_length: recorded on the tokenizer (the longest input it will truncate to).
     """
-    if architecture not in TOKENIZER_KINDS:
-        raise ValueError(f"architecture={architecture!r}: choose one of {', '.join(TOKENIZER_KINDS)}.")
-    algorithm = algorithm or TOKENIZER_KINDS[architecture]
+    spec = get_architecture(architecture).tokenizer
+    algorithm = algorithm or spec.algorithm
     if algorithm not in ALGORITHMS:
         raise ValueError(f"tokenizer algorithm={algorithm!r}: choose one of {', '.join(ALGORITHMS)}.")
     specials = special_tokens_for(architecture, num_sentinels)
@@ -97,16 +94,11 @@ def train_tokenizer(
         )
     tokenizer.train_from_iterator(texts, trainer=trainer)
 
-    # What `tokenizer(text)` adds around the text: the objective's framing.
-    if architecture == "encoder":
-        first, last = specials["cls_token"], specials["sep_token"]
-        single, pair = f"{first} $A {last}", f"{first} $A {last} $B:1 {last}:1"
-    elif architecture == "seq2seq":
-        first, last = None, specials["eos_token"]  # T5: no bos; the decoder starts from pad
-        single, pair = f"$A {last}", f"$A {last} $B:1 {last}:1"
-    else:
-        first, last = specials["bos_token"], None  # Llama: bos only, so a prompt is ready to continue
-        single, pair = f"{first} $A", f"{first} $A {first}:1 $B:1"
+    # What `tokenizer(text)` adds around the text: the objective's framing. In a pair, the second text ends with
+    # the closing token ([SEP], </s>), or starts with the opening one (<s>) where there is none.
+    first, last = spec.first, spec.last
+    single = " ".join(t for t in (first, "$A", last) if t)
+    pair = f"{single} $B:1 {last}:1" if last else f"{single} {first}:1 $B:1"
     used = [t for t in (first, last) if t is not None]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=single, pair=pair, special_tokens=[(t, tokenizer.token_to_id(t)) for t in used]
@@ -151,20 +143,16 @@ def sentinel_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 def check_special_tokens(tokenizer: PreTrainedTokenizerBase, architecture: str) -> None:
     """Raises, naming the fix, when `tokenizer` lacks a special token that `architecture`'s objective needs."""
-    needed = {"pad_token": "padding"}
-    if architecture == "encoder":
-        needed["mask_token"] = "masked-LM corruption"
-    else:
-        needed["eos_token"] = "marking the end of a text"
-    missing = [f"{name} (for {why})" for name, why in needed.items() if getattr(tokenizer, name) is None]
-    if architecture == "seq2seq" and not sentinel_ids(tokenizer):
+    spec = get_architecture(architecture).tokenizer
+    missing = [f"{name} (for {why})" for name, why in spec.required.items() if getattr(tokenizer, name) is None]
+    if spec.sentinels and not sentinel_ids(tokenizer):
         missing.append("sentinel tokens <extra_id_0>, <extra_id_1>, ... (for span corruption)")
     if missing:
         raise ValueError(
             f"The tokenizer lacks {', '.join(missing)}, which {architecture} pretraining needs: add them with "
             "`tokenizer.add_special_tokens(...)` and save it, or leave --tokenizer_name empty to train a tokenizer."
         )
-    if architecture != "encoder" and tokenizer.pad_token_id == tokenizer.eos_token_id:
+    if spec.pad_unlike_eos and tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise ValueError(
             "The tokenizer's pad token is its eos token, so the loss would ignore every end of text: give it a "
             "distinct pad token (`tokenizer.add_special_tokens({'pad_token': '<pad>'})`)."
@@ -179,6 +167,6 @@ def model_special_ids(tokenizer: PreTrainedTokenizerBase, architecture: str) -> 
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    if architecture == "seq2seq":
-        ids["decoder_start_token_id"] = tokenizer.pad_token_id  # T5's convention: the decoder starts from pad
+    if get_architecture(architecture).tokenizer.decoder_starts_with_pad:  # T5's convention
+        ids["decoder_start_token_id"] = tokenizer.pad_token_id
     return ids

@@ -13,8 +13,8 @@ well-kept implementation rather than re-derived formulas:
 
 `load_metric(name)` takes the Hub version when the Hub is reachable and `HF_HUB_OFFLINE` is not set, else the local
 module (the results are the same; the Hub copy is preferred only because it is the one other people cite).
-Perplexity is exp(mean token loss) from the evaluation loss (`perplexity`): evaluate's own `perplexity` module runs
-a model from the Hub, which is not what a fine-tuning evaluation needs.
+Perplexity is exp(mean token loss) from the evaluation loss (`perplexity`, `with_perplexity`): evaluate's own
+`perplexity` module runs a model from the Hub, which is not what a fine-tuning evaluation needs.
 """
 
 import math
@@ -46,3 +46,12 @@ def load_metric(name: str, prefer_hub: bool = True) -> evaluate.EvaluationModule
 def perplexity(loss: float) -> float:
     """exp(mean token loss), capped so a diverged run reports a large number rather than overflowing."""
     return math.exp(min(loss, 50.0))
+
+
+def with_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Adds `<prefix>_perplexity` = exp(`<prefix>_loss`) (per predicted token: masked tokens for MLM, spans for
+    seq2seq), in place; returns `metrics`."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = perplexity(loss)
+    return metrics
