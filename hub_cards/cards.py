@@ -21,6 +21,7 @@ Trainer (`fourfold.training.trainer.FourfoldTrainer`) makes `Trainer.push_to_hub
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -32,6 +33,9 @@ from fourfold.training.architectures import OBJECTIVE_OPTIONS, architecture_of
 
 TEMPLATES = Path(__file__).parent
 MARKER = "<!-- written by fourfold.hub_cards.write_model_card -->"
+# The card's last line: the digest of everything above it, which tells an edited card from ours (`card_is_unedited`).
+STAMP = "<!-- fourfold card sha256:{digest} -->"
+_STAMP = re.compile(r"<!-- fourfold card sha256:([0-9a-f]{64}) -->")
 RUN_ARGUMENTS = "run_arguments.json"
 LOSS_CURVE = "loss_curve.png"
 # Metric files in the order they are read; a later file's value for the same metric wins.
@@ -129,8 +133,25 @@ def write_model_card(output_dir: str | Path, run_arguments: tuple | list | None 
     if run_arguments is not None:
         save_run_arguments(output_dir, *run_arguments)
     path = output_dir / "README.md"
-    path.write_text(str(render_model_card(output_dir, **overrides)) + "\n", encoding="utf-8")
+    text = str(render_model_card(output_dir, **overrides)) + "\n"
+    path.write_text(text + STAMP.format(digest=_digest(text)) + "\n", encoding="utf-8")
     return path
+
+
+def card_is_unedited(path: str | Path) -> bool:
+    """Whether `path` is a card exactly as `write_model_card` wrote it: its last line stamps the digest of the rest,
+    so any edit (or a card written by something else) reads as edited, and `push` keeps it."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    body, _, last = text.rstrip("\n").rpartition("\n")
+    match = _STAMP.fullmatch(last)
+    return match is not None and match.group(1) == _digest(body + "\n")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def render_model_card(output_dir: str | Path, **overrides: Any) -> ModelCard:

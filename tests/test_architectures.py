@@ -33,7 +33,7 @@ def test_every_record_fills_every_role(record):
     for item in (record, record.tokenizer, record.card, *record.objectives):
         for f in dataclasses.fields(item):
             value = getattr(item, f.name)
-            # A template may add nothing on one side; causal LM reads no option; the prefix LM supports no prompt method.
+            # A template may add nothing on one side; causal LM reads no option; prefix LM supports no prompt method.
             optional = f.name in ("first", "last", "options", "prompt_tuning_tasks")
             assert optional or value not in (None, "", ()), f"{type(item).__name__}.{f.name} of {record.name} is empty"
 

@@ -349,9 +349,12 @@ def test_unsupported_architecture_is_refused(tmp_path, capsys):
     with pytest.raises(ConversionError, match="relative position bias"):
         convert(t5)
     t5.save_pretrained(tmp_path / "t5")
-    assert main([str(tmp_path / "t5"), str(tmp_path / "out")]) == 1  # the CLI: a message, not a traceback
-    assert "relative position bias" in capsys.readouterr().out
-    assert main([str(tmp_path / "no-such-folder"), str(tmp_path / "out")]) == 1
+    assert cli_main(["convert", str(tmp_path / "t5"), str(tmp_path / "out")]) == 2  # one line, not a traceback
+    err = capsys.readouterr().err
+    assert "\nfourfold convert: error: " in "\n" + err.replace("\r", "\n") and "relative position bias" in err
+    assert "Traceback" not in err
+    assert cli_main(["convert", str(tmp_path / "no-such-folder"), str(tmp_path / "out")]) == 2
+    assert "could not be loaded" in capsys.readouterr().err
     with pytest.raises(ConversionError, match="not 'decoder'"):
         convert(tiny_bert(), architecture="decoder")
 

@@ -64,12 +64,12 @@ def test_prefix_lm_ul2_pretraining_lowers_eval_loss(tmp_path):
     "flags, message",
     [
         (["--train_files", "nowhere.txt"], "does not exist"),
-        (["--text_column", "body"], "text_column='body' is not a column"),
-        (["--block_size", "4096"], "exceeds the model's max_position_embeddings"),
+        (["--text_column", "body"], "--text_column 'body' is not a column"),
+        (["--block_size", "4096"], "beyond the model's max_position_embeddings"),
         (["--objective", "mlm"], "does not fit the decoder architecture"),
         (["--objective", "electra"], "which trains with 'clm'"),
-        (["--architecture", "seq2seq", "--objective", "ul2", "--packing", "false"], "needs --packing true"),
-        (["--architecture", "prefix-lm", "--objective", "ul2", "--packing", "false"], "needs --packing true"),
+        (["--architecture", "seq2seq", "--objective", "ul2", "--packing", "false"], "use --packing true"),
+        (["--architecture", "prefix-lm", "--objective", "ul2", "--packing", "false"], "use --packing true"),
         (
             ["--whole_word_mask", "true"],
             "whole_word_mask is an option of encoder electra, encoder mlm, not of decoder clm",

@@ -106,11 +106,11 @@ def test_dataset_name_reads_a_local_folder(source, corpus, tmp_path):
 @pytest.mark.parametrize(
     "source, flags, message",
     [
-        ("jsonl", ["--streaming", "true", "--max_steps", "-1"], "--streaming true needs --max_steps"),
+        ("jsonl", ["--streaming", "true", "--max_steps", "-1"], "--streaming true without --max_steps"),
         ("jsonl", ["--streaming", "true", "--shuffle_buffer_size", "0"], "--shuffle_buffer_size 0 must be >= 1"),
-        ("txt", ["--streaming", "true", "--text_column", "body"], r"text_column='body' is not a column .*\['text'\]"),
-        (None, ["--streaming", "true"], "cannot hold out a split: pass --validation_files"),
-        ("short validation", ["--streaming", "true"], "validation split has fewer than block_size=64 tokens"),
+        ("txt", ["--streaming", "true", "--text_column", "body"], r"--text_column 'body' is not a column .*\['text'\]"),
+        (None, ["--streaming", "true"], "cannot hold out a validation split — pass --validation_files"),
+        ("short validation", ["--streaming", "true"], "validation split has fewer than --block_size 64 tokens"),
         ("missing folder", [], "--dataset_name '.*no-such-folder' could not be loaded"),
     ],
 )
@@ -132,5 +132,5 @@ def test_unknown_hub_dataset_offline_names_the_flag(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ConnectionError, match="--dataset_name 'fourfold-nobody/no-such-corpus' could not be loaded"):
+    with pytest.raises(ValueError, match="--dataset_name 'fourfold-nobody/no-such-corpus' could not be loaded"):
         load_text_dataset(dataset_name="fourfold-nobody/no-such-corpus")

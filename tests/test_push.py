@@ -141,7 +141,7 @@ def test_offline_mode_fails_at_once(monkeypatch):
 
 def test_missing_token_is_named(online, monkeypatch):
     monkeypatch.setattr("fourfold.training.push.get_token", lambda: None)
-    with pytest.raises(PushError, match="No Hugging Face token found: set HF_TOKEN"):
+    with pytest.raises(PushError, match="No Hugging Face token found — set HF_TOKEN"):
         check_hub_access()
 
 
@@ -186,9 +186,9 @@ def test_cli_fails_clearly_before_touching_the_folder(trained, monkeypatch, caps
     folder = trained[0]
     before = (folder / "README.md").read_text()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert cli_main(["push", str(folder), "me/fourfold-decoder-tiny"]) == 1
+    assert cli_main(["push", str(folder), "me/fourfold-decoder-tiny"]) == 2
     assert "fourfold push: error: HF_HUB_OFFLINE is set" in capsys.readouterr().err
-    assert cli_main(["push", str(folder), "not a repo id"]) == 1
+    assert cli_main(["push", str(folder), "not a repo id"]) == 2
     assert "is not a Hub repository name" in capsys.readouterr().err
     assert (folder / "README.md").read_text() == before  # no card written
 
@@ -250,6 +250,47 @@ def test_keep_card_uploads_the_readme_as_it_is(tmp_path):
     api = RecordingApi()
     push(tmp_path, "me/x", keep_card=True, api=api)
     assert api.calls[-1][2]["contents"]["README.md"] == b"# my own card\n"
+
+
+def test_an_edited_card_is_kept_unless_asked(tmp_path, capsys):
+    save_checkpoint(tmp_path, "decoder", FourfoldDecoderForCausalLM)
+    push(tmp_path, "me/x", api=RecordingApi())  # writes fourfold's card
+    readme = tmp_path / "README.md"
+    first = readme.read_text()
+    api = RecordingApi()
+    push(tmp_path, "me/x", revision="v2", api=api)  # unedited: rewritten from the folder (now naming v2)
+    assert readme.read_text() != first and 'revision = "me/x", "v2"' in readme.read_text()
+    readme.write_text(readme.read_text().replace("## Training", "## Training\n\nMy notes on the data."))
+    edited = readme.read_text()
+    for dry_run in (False, True):
+        if dry_run:
+            export_for_hub(tmp_path, tmp_path / "dry", repo_id="me/x")
+        else:
+            push(tmp_path, "me/x", api=api)
+            assert api.calls[-1][2]["contents"]["README.md"] == edited.encode()
+        assert readme.read_text() == edited and "it was edited since fourfold wrote it" in capsys.readouterr().out
+    assert (tmp_path / "dry" / "README.md").read_text() == edited
+    push(tmp_path, "me/x", api=api, rewrite_card=True)
+    assert "My notes" not in readme.read_text()
+
+
+def test_dry_run_checks_what_push_checks(tmp_path):
+    save_checkpoint(tmp_path, "decoder", FourfoldDecoderForCausalLM)
+    with pytest.raises(PushError, match="is not a Hub repository name"):
+        export_for_hub(tmp_path, tmp_path / "dry", repo_id="not a repo id")
+    with pytest.raises(PushError, match="--keep-card, but"):
+        export_for_hub(tmp_path, tmp_path / "dry", keep_card=True, repo_id="me/x")
+    assert not (tmp_path / "dry").exists() and not (tmp_path / "README.md").exists()
+
+
+@pytest.mark.parametrize("module", ["/etc/hostname", "../outside", "owner/repo--modeling_fourfold"])
+def test_code_outside_the_folder_is_never_uploaded(tmp_path, module):
+    save_checkpoint(tmp_path, "decoder", FourfoldDecoderForCausalLM)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = f"{module}.FourfoldDecoderModel"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PushError, match="that is not a module of the folder"):
+        files_to_upload(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------------------------

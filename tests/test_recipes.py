@@ -16,7 +16,7 @@ def test_there_is_a_recipe_per_architecture():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses(recipe):
-    model_args, data_args, tokenizer_args, objective_args, training_args = parse_arguments([str(recipe)])
+    model_args, data_args, tokenizer_args, objective_args, _, training_args = parse_arguments([str(recipe)])
     architecture, objective = check_arguments(model_args, data_args, tokenizer_args, objective_args, training_args)
     assert recipe.name.startswith(f"pretrain-{architecture.name}-")
     assert objective in architecture.objectives

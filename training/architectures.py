@@ -51,6 +51,8 @@ from fourfold.training.collators import (
     prefix_lm_raw_length,
 )
 from fourfold.training.electra import ReplacedTokenDetection, save_electra
+from fourfold.training.errors import UsageError, closest
+from fourfold.training.outputs import save_atomically
 
 # A collator factory: (tokenizer, objective arguments, seed, block size) -> collator. The arguments are
 # `pretrain.ObjectiveArguments` (any object with its fields).
@@ -71,7 +73,8 @@ def _build_head(head: type[PreTrainedModel], config: FourfoldConfig, args) -> nn
 
 
 def _save_with_trainer(trainer, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
-    trainer.save_model()  # on every process: sharded (FSDP, DeepSpeed) models gather their weights here
+    # On every process: sharded (FSDP, DeepSpeed) models gather their weights here.
+    save_atomically(trainer.save_model, trainer.args.output_dir, trainer.is_world_process_zero())
     return model
 
 
@@ -184,10 +187,10 @@ class Architecture:
             if objective.name == name:
                 return objective
         others = "; ".join(f"{a.name}: {' or '.join(o.name for o in a.objectives)}" for a in ARCHITECTURES.values())
-        raise ValueError(
-            f"objective={name!r} does not fit the {self.name} architecture, which trains with "
-            f"{' or '.join(repr(o.name) for o in self.objectives)}: drop --objective or pick the architecture of that "
-            f"objective ({others})."
+        raise UsageError(
+            f"--objective {name} does not fit the {self.name} architecture, which trains with "
+            f"{' or '.join(repr(o.name) for o in self.objectives)}",
+            f"drop --objective or pick the architecture of that objective ({others})",
         )
 
 
@@ -396,7 +399,10 @@ OBJECTIVE_OPTIONS: tuple[str, ...] = tuple(
 def get_architecture(name: str) -> Architecture:
     """The record called `name` ("encoder", ...); raises naming the four."""
     if name not in ARCHITECTURES:
-        raise ValueError(f"architecture={name!r}: choose one of {', '.join(ARCHITECTURES)}.")
+        raise UsageError(
+            f"architecture {name!r} is not one of the four{closest(name, ARCHITECTURES)}",
+            f"choose {', '.join(ARCHITECTURES)}",
+        )
     return ARCHITECTURES[name]
 
 

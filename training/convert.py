@@ -56,6 +56,7 @@ from transformers.activations import ACT2FN
 from fourfold.hub_cards import write_model_card
 from fourfold.modeling import FourfoldPreTrainedModel
 from fourfold.training.architectures import ARCHITECTURES
+from fourfold.training.errors import UsageError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,11 @@ VERIFY_TOLERANCE = 1e-4  # max abs logit difference accepted by the built-in che
 Rule = tuple[str, str | tuple[str, ...] | None]
 
 
-class ConversionError(ValueError):
+class ConversionError(UsageError):
     """The source cannot be converted exactly; the message lists every reason."""
+
+    def __init__(self, what: str, fix: str = "see `fourfold convert --help` for the checkpoints it converts exactly"):
+        super().__init__(what, fix)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -553,9 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = convert(args.src, args.dst, args.architecture, verify=not args.no_verify)
-    except (ConversionError, OSError) as error:  # OSError: transformers could not find or read SRC
-        print(f"fourfold convert: {error}")
-        return 1
+    except OSError as error:  # transformers could not find or read SRC
+        raise UsageError(
+            f"{args.src} could not be loaded ({one_line(error)})", "pass a checkpoint folder or a Hub name"
+        ) from error
     print(f"Converted {args.src} -> {args.dst} ({type(model).__name__}).")
     return 0
 

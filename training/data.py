@@ -14,10 +14,17 @@ belongs to every input (bos, cls/sep), and a causal LM's documents get their eos
 the same template must not end in one.
 """
 
+import codecs
+import contextlib
+import math
 from pathlib import Path
 
+import datasets
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 from transformers import PreTrainedTokenizerBase
+
+from fourfold.training.errors import UsageError, check_between, closest, one_line, require
 
 BUNDLED_CORPUS = Path(__file__).parent / "data" / "moby_dick.jsonl"
 # How a pretraining document is framed (an architecture's `framing`):
@@ -56,31 +63,84 @@ def load_text_dataset(
         try:
             raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
         except (ConnectionError, FileNotFoundError) as error:  # a mistyped path reads as a Hub name: say which flag
-            kind = ConnectionError if isinstance(error, ConnectionError) else FileNotFoundError
-            raise kind(
-                f"--dataset_name {dataset_name!r} could not be loaded ({error}). Give a local folder (written by "
-                f"save_to_disk, or of data files) or a Hub dataset; with HF_HUB_OFFLINE=1 it must be in the cache."
+            raise UsageError(
+                f"--dataset_name {dataset_name!r} could not be loaded ({error})",
+                "give a local folder (written by save_to_disk, or of data files) or a Hub dataset; with "
+                "HF_HUB_OFFLINE=1 it must be in the cache",
             ) from error
     else:
         files = {"train": _check_files(train_files, "train_files")}
         if validation_files:
             files["validation"] = _check_files(validation_files, "validation_files")
         builder = BUILDERS[Path(files["train"][0]).suffix.lower()]
-        raw = load_dataset(builder, data_files=files, streaming=streaming)
+        try:
+            with quiet_datasets():  # its own error log would print the traceback we turn into one line below
+                raw = load_dataset(builder, data_files=files, streaming=streaming)
+        except DatasetGenerationError as error:  # e.g. a CSV row with the wrong number of fields
+            cause = error.__cause__ or error
+            raise UsageError(
+                f"--train_files / --validation_files could not be read as {builder} ({one_line(cause)})",
+                f"fix the file, or save it as one of {', '.join(BUILDERS)}",
+            ) from error
     if "validation" not in raw:
-        if streaming:
-            raise ValueError(
-                "--streaming true cannot hold out a split: pass --validation_files (or a --dataset_name with a "
-                "validation split), or drop --streaming."
-            )
-        if not 0 < validation_split_percentage < 100:
-            raise ValueError(f"validation_split_percentage={validation_split_percentage} must be in (0, 100).")
-        split = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=seed)
-        raw = DatasetDict(train=split["train"], validation=split["test"])
+        require(
+            not streaming,
+            "--streaming true cannot hold out a validation split",
+            "pass --validation_files (or a --dataset_name with a validation split), or drop --streaming",
+        )
+        raw = hold_out(raw["train"], validation_split_percentage, seed)
     columns = column_names(raw["train"])
-    if text_column not in columns:
-        raise ValueError(f"text_column={text_column!r} is not a column of the data; its columns are {columns}.")
+    require(
+        text_column in columns,
+        f"--text_column {text_column!r} is not a column of the data{closest(text_column, columns)}",
+        f"its columns are {columns}",
+    )
+    if not streaming:
+        for split, dataset in raw.items():
+            check_texts(dataset, text_column, split)
     return raw
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """`datasets` at log level CRITICAL for the duration (its level is restored after)."""
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+
+
+def hold_out(train: Dataset, percentage: float, seed: int) -> DatasetDict:
+    """`percentage` % of `train`'s documents, drawn with `seed`, as the validation split; both keep a document."""
+    check_between("validation_split_percentage", percentage, 0, 100, "it is the percent of documents held out")
+    held_out = math.ceil(len(train) * percentage / 100)
+    require(
+        len(train) - held_out >= 1,
+        f"the data has {len(train)} document(s): holding out {percentage:g}% leaves none to train on",
+        "give more documents, or pass --validation_files",
+    )
+    split = train.train_test_split(test_size=held_out, seed=seed)
+    return DatasetDict(train=split["train"], validation=split["test"])
+
+
+def check_texts(dataset: Dataset, text_column: str, split: str) -> None:
+    """Every row has a text: a missing cell (an empty CSV field reads as None) is an error naming the rows."""
+    texts = dataset[text_column]
+    missing = [row for row, text in enumerate(texts) if text is None]
+    require(
+        not missing,
+        f"the {split} data has no text in column {text_column!r} at row(s) {missing[:5]}"
+        + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""),
+        "fill those cells in, or drop the rows",
+    )
+    bad = next(((row, type(t).__name__) for row, t in enumerate(texts) if not isinstance(t, str | list)), None)
+    require(
+        bad is None,
+        f"the {split} data's column {text_column!r} holds a {bad[1] if bad else ''} at row {bad[0] if bad else ''}",
+        "give text in that column (a string; token classification: a list of words), or name it with --text_column",
+    )
 
 
 def tokenize_and_group(
@@ -123,9 +183,9 @@ def tokenize_and_group(
     for split, rows in grouped.items():
         # A stream has no length: read its first row (tokenizing one batch of documents) to know it is not empty.
         if (next(iter(rows), None) is None) if streaming else len(rows) == 0:
-            raise ValueError(
-                f"The {split} split has fewer than block_size={block_size} tokens: lower --block_size, "
-                f"or give it more text."
+            raise UsageError(
+                f"the {split} split has fewer than --block_size {block_size} tokens",
+                "lower --block_size, or give it more text",
             )
     return grouped
 
@@ -185,16 +245,42 @@ def restart_at_block_start(positions: list[int]) -> list[int]:
 
 
 def _check_files(files: list[str] | None, flag: str) -> list[str]:
-    if not files:
-        raise ValueError(f"No training data: pass --{flag} (local files) or --dataset_name (a Hub dataset).")
+    """Each file exists, is not empty, has a known suffix (one builder for all), and text files decode as UTF-8."""
+    require(bool(files), "no training data", f"pass --{flag} (local files) or --dataset_name (a Hub dataset)")
     for file in files:
         path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--{flag}: {file} does not exist; check the path.")
-        if path.stat().st_size == 0:
-            raise ValueError(f"--{flag}: {file} is empty; give a file with text in it.")
-        if path.suffix.lower() not in BUILDERS:
-            raise ValueError(f"--{flag}: {file} has an unknown suffix; use one of {', '.join(BUILDERS)}.")
-    if len({BUILDERS[Path(f).suffix.lower()] for f in files}) > 1:
-        raise ValueError(f"--{flag}: mix of file types {files}; convert them to one format.")
+        require(path.is_file(), f"--{flag}: {file} does not exist", "check the path")
+        require(path.stat().st_size > 0, f"--{flag}: {file} is empty", "give a file with text in it")
+        require(
+            path.suffix.lower() in BUILDERS,
+            f"--{flag}: {file} has an unknown suffix",
+            f"use one of {', '.join(BUILDERS)}",
+        )
+        if BUILDERS[path.suffix.lower()] != "parquet":
+            check_utf8(path, flag)
+    require(
+        len({BUILDERS[Path(f).suffix.lower()] for f in files}) == 1,
+        f"--{flag}: a mix of file types {files}",
+        "convert them to one format",
+    )
     return [str(f) for f in files]
+
+
+def check_utf8(path: Path, flag: str, chunk_bytes: int = 1 << 20) -> None:
+    """A text file must decode as UTF-8 (what `datasets` reads); a Latin-1 or binary file is named with the byte."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as file:
+        while chunk := file.read(chunk_bytes):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise UsageError(
+                    f"--{flag}: {path} is not UTF-8 text (byte {offset + error.start}: {error.reason})",
+                    "convert it, e.g. `iconv -f latin1 -t utf-8 IN > OUT`, or pass a text file",
+                ) from None
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise UsageError(f"--{flag}: {path} ends inside a UTF-8 character", "convert it to UTF-8") from None

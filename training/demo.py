@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(args.output_dir) / architecture
         output_dir.mkdir(parents=True, exist_ok=True)
         flags = [str(RECIPES / f"pretrain-{architecture}-tiny.yaml"), "--output_dir", str(output_dir)]
+        flags += ["--overwrite_output_dir", "true"]  # the demo's own folder: a rerun replaces it
         flags += ["--disable_tqdm", "true"] + (["--max_steps", str(args.max_steps)] if args.max_steps else [])
         print(f"{architecture:>9}: pretraining ({output_dir / 'train.log'}) ...", flush=True)
         start = time.perf_counter()
@@ -79,7 +80,7 @@ def summarize(architecture: str, output_dir: Path, flags: list[str], seconds: fl
     """One line: held-out loss at every evaluation, perplexity before -> after, wall time, training tokens/s."""
     results = json.loads((output_dir / "all_results.json").read_text())
     state = json.loads((output_dir / "trainer_state.json").read_text())
-    _, data_args, _, _, training_args = pretrain.parse_arguments(flags)
+    _, data_args, _, _, _, training_args = pretrain.parse_arguments(flags)
     # Input tokens the model read while training (seq2seq: encoder input tokens; targets are extra).
     tokens = state["global_step"] * training_args.per_device_train_batch_size * data_args.block_size
     # One loss per evaluated step (the final evaluation repeats the last scheduled one).

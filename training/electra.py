@@ -26,6 +26,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from fourfold.modeling import FourfoldEncoderConfig, FourfoldEncoderForMaskedLM, FourfoldEncoderForTokenClassification
+from fourfold.training.outputs import save_atomically
 
 
 def generator_config(config: FourfoldEncoderConfig, width_fraction: float) -> FourfoldEncoderConfig:
@@ -151,9 +152,12 @@ class ReplacedTokenDetection(nn.Module):
 def save_electra(trainer, model: ReplacedTokenDetection, tokenizer) -> FourfoldEncoderForMaskedLM:
     """Saves the discriminator as the run's model (`output_dir`) and the generator beside it (`output_dir/generator`),
     and returns the generator: it fills in masked tokens for the samples, which the discriminator cannot."""
+
+    def save(folder: str) -> None:
+        model.discriminator.save_pretrained(folder)
+        model.generator.save_pretrained(Path(folder) / "generator")
+        tokenizer.save_pretrained(folder)
+
     if trainer.is_world_process_zero():
-        output_dir = Path(trainer.args.output_dir)
-        model.discriminator.save_pretrained(output_dir)
-        model.generator.save_pretrained(output_dir / "generator")
-        tokenizer.save_pretrained(output_dir)
+        save_atomically(save, trainer.args.output_dir)
     return model.generator

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import (
-    HfArgumentParser,
     PreTrainedTokenizerBase,
     TrainingArguments,
     set_seed,
 )
 
-from fourfold.configuration import get_config
+from fourfold.configuration import SIZES, get_config, preset_names
 from fourfold.hub_cards import write_model_card
+from fourfold.modeling import FourfoldConfig
 from fourfold.training.architectures import (
     ARCHITECTURES,
     OBJECTIVE_OPTIONS,
@@ -32,12 +32,26 @@ from fourfold.training.architectures import (
     Objective,
     get_architecture,
 )
-from fourfold.training.arguments import parse_recipe_and_flags
+from fourfold.training.arguments import (
+    ArgumentParser,
+    RunArguments,
+    check_training_arguments,
+    parse_json_mapping,
+    parse_recipe_and_flags,
+)
 from fourfold.training.collators import MODE_TOKENS
 from fourfold.training.data import BUNDLED_CORPUS, load_text_dataset, tokenize_and_group
+from fourfold.training.errors import UsageError, check_between, closest, require
 from fourfold.training.metrics import with_perplexity
+from fourfold.training.outputs import prepare_output_dir
 from fourfold.training.samples import write_samples
-from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids, sentinel_ids
+from fourfold.training.tokenizer import (
+    ALGORITHMS,
+    TOKENIZER_FIELDS,
+    load_or_train_tokenizer,
+    model_special_ids,
+    sentinel_ids,
+)
 from fourfold.training.trainer import FourfoldTrainer, first_evaluation
 
 
@@ -50,8 +64,30 @@ class ModelArguments:
     )
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "Config fields to override, as JSON (a mapping in YAML), e.g. '{\"hidden_size\": 128}'."},
+        metadata={
+            "help": "Config fields to override, as JSON (a mapping in YAML), e.g. '{\"hidden_size\": 128}'; a flag "
+            "merges into the recipe's mapping. The vocabulary and special ids follow the tokenizer."
+        },
     )
+
+    def __post_init__(self):
+        require(
+            self.architecture in ARCHITECTURES,
+            f"--architecture {self.architecture!r} is not one of the four{closest(self.architecture, ARCHITECTURES)}",
+            f"choose {', '.join(ARCHITECTURES)}",
+        )
+        require(
+            self.size in SIZES,
+            f"--size {self.size!r} is not a preset size{closest(self.size, SIZES)}",
+            f"choose {', '.join(SIZES)}, and --config_overrides for anything else",
+        )
+        if self.config_name is not None:
+            require(
+                self.config_name in preset_names(),
+                f"--config_name {self.config_name!r} is not a named configuration"
+                f"{closest(self.config_name, preset_names())}",
+                f"choose one of {', '.join(preset_names())}",
+            )
 
 
 @dataclass
@@ -92,6 +128,26 @@ class DataArguments:
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
 
+    def __post_init__(self):
+        require(
+            self.block_size >= 8,
+            f"--block_size {self.block_size} is too short to train on",
+            "use at least 8 (128 or more for real runs)",
+        )
+        check_between(
+            "validation_split_percentage", self.validation_split_percentage, 0, 100, "it is a percentage of documents"
+        )
+        require(
+            self.shuffle_buffer_size >= 1,
+            f"--shuffle_buffer_size {self.shuffle_buffer_size} must be >= 1",
+            "1 turns shuffling off; 10000 is usual",
+        )
+        require(
+            self.preprocessing_num_workers is None or self.preprocessing_num_workers >= 1,
+            f"--preprocessing_num_workers {self.preprocessing_num_workers} must be >= 1",
+            "leave it empty to tokenize in this process",
+        )
+
 
 @dataclass
 class TokenizerArguments:
@@ -108,6 +164,20 @@ class TokenizerArguments:
     )
     vocab_size: int = field(default=4000, metadata={"help": "Vocabulary size of a trained tokenizer."})
     num_sentinels: int = field(default=100, metadata={"help": "Sentinel tokens <extra_id_i> (seq2seq tokenizer)."})
+
+    def __post_init__(self):
+        require(
+            self.tokenizer_algorithm is None or self.tokenizer_algorithm in ALGORITHMS,
+            f"--tokenizer_algorithm {self.tokenizer_algorithm!r} is not one the trainer knows"
+            f"{closest(str(self.tokenizer_algorithm), ALGORITHMS)}",
+            f"choose {', '.join(ALGORITHMS)}, or leave it empty for the architecture's default",
+        )
+        require(self.vocab_size > 0, f"--vocab_size {self.vocab_size} must be > 0", "4000 suits the bundled corpus")
+        require(
+            self.num_sentinels >= 1,
+            f"--num_sentinels {self.num_sentinels} must be >= 1",
+            "span corruption needs a sentinel per noise span of a row (100 is T5's)",
+        )
 
 
 @dataclass
@@ -135,11 +205,40 @@ class ObjectiveArguments:
     )
     num_samples: int = field(default=3, metadata={"help": "Samples printed and saved after training."})
 
+    def __post_init__(self):
+        # An all-ignored loss trains nothing and evaluates to NaN: every rate that picks the targets is kept inside.
+        check_between("mlm_probability", self.mlm_probability, 0, 1, "the masked-LM loss needs masked tokens (0.15)")
+        check_between("prefix_fraction", self.prefix_fraction, 0, 1, "both the prefix and the target need tokens")
+        check_between("noise_density", self.noise_density, 0, 1, "span corruption needs noise and clean text (0.15)")
+        require(
+            self.mean_noise_span_length >= 1,
+            f"--mean_noise_span_length {self.mean_noise_span_length:g} must be >= 1",
+            "a noise span has at least one token (3 is T5's)",
+        )
+        check_between(
+            "electra_generator_fraction",
+            self.electra_generator_fraction,
+            0,
+            1,
+            "the generator is a narrower copy of the discriminator (0.25-0.5)",
+            closed="high",
+        )
+        require(
+            self.electra_discriminator_weight > 0,
+            f"--electra_discriminator_weight {self.electra_discriminator_weight:g} must be > 0",
+            "50 is the paper's",
+        )
+        require(self.num_samples >= 0, f"--num_samples {self.num_samples} must be >= 0", "0 writes no samples")
+
 
 def main(argv: list[str] | None = None) -> int:
     # 1. Parse: the recipe's keys first, then the command line, so later flags win; checked before anything is built.
-    model_args, data_args, tokenizer_args, objective_args, training_args = parse_arguments(argv)
+    model_args, data_args, tokenizer_args, objective_args, run_args, training_args = parse_arguments(argv)
     architecture, objective = check_arguments(model_args, data_args, tokenizer_args, objective_args, training_args)
+    with training_args.main_process_first(desc="output folder"):  # refuses, or empties, a folder of another run
+        checkpoint = prepare_output_dir(
+            training_args.output_dir, run_args.overwrite_output_dir, training_args.resume_from_checkpoint
+        )
     # Before the tokenizer and the model are built. A trained WordPiece or Unigram tokenizer still varies between
     # runs (the `tokenizers` trainers break frequency ties in hash-map order); --tokenizer_name repeats one exactly.
     set_seed(training_args.seed)
@@ -162,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 4. Model from a named configuration; vocabulary and special ids follow the tokenizer.
-    model, config = build_model(model_args, architecture, objective, objective_args, tokenizer, data_args.block_size)
+    model, config = build_model(model_args, architecture, objective, objective_args, tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"{model_args.config_name}: {parameters:,} parameters, vocabulary {len(tokenizer):,}")
 
@@ -197,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         data_collator=collator,
         processing_class=tokenizer,
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = report_metrics(trainer, result.metrics, objective)
 
     # 8. Save: the model and tokenizer (the objective decides what the model is), metrics, loss curve, samples.
@@ -214,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         (output_dir / "samples.txt").write_text("\n\n".join(sample_lines) + "\n")
         print("\n".join(["", "Samples:", *sample_lines]))
-        run_arguments = (model_args, data_args, tokenizer_args, objective_args, training_args)
+        run_arguments = (model_args, data_args, tokenizer_args, objective_args, run_args, training_args)
         write_model_card(output_dir, run_arguments=run_arguments)
     if training_args.push_to_hub:
         trainer.push_to_hub()
@@ -222,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple:
-    """(model, data, tokenizer, objective, training) arguments from an optional YAML recipe followed by flags."""
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, TokenizerArguments, ObjectiveArguments, TrainingArguments),
+    """(model, data, tokenizer, objective, run, training) arguments from an optional YAML recipe followed by flags."""
+    parser = ArgumentParser(
+        (ModelArguments, DataArguments, TokenizerArguments, ObjectiveArguments, RunArguments, TrainingArguments),
         prog="fourfold pretrain",
         description=__doc__,
     )
@@ -234,8 +333,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple:
 def check_arguments(
     model_args, data_args, tokenizer_args, objective_args, training_args
 ) -> tuple[Architecture, Objective]:
-    """Fills in `config_name` and `objective`, and returns the architecture and objective records; raises, naming the
-    fix, on arguments that cannot work."""
+    """Fills in `config_name` and `objective`, and returns the architecture and objective records; raises a
+    `UsageError` naming the fix on arguments that cannot work, before any data, tokenizer or model is built."""
     if model_args.config_name is None:
         model_args.config_name = f"{model_args.architecture}-{model_args.size}"
     architecture = get_architecture(model_args.config_name.rpartition("-")[0])
@@ -247,20 +346,49 @@ def check_arguments(
             users = sorted(
                 {f"{a.name} {o.name}" for a in ARCHITECTURES.values() for o in a.objectives if name in o.options}
             )
-            raise ValueError(
-                f"{name} is an option of {', '.join(users)}, not of {architecture.name} {objective.name}: drop "
-                f"--{name}, or pick an architecture and objective that read it."
+            raise UsageError(
+                f"--{name} is an option of {', '.join(users)}, not of {architecture.name} {objective.name}",
+                f"drop --{name}, or pick an architecture and objective that read it",
             )
-    if objective.mode_tokens and not data_args.packing:
-        raise ValueError(f"objective={objective.name!r} needs --packing true: its denoisers' inputs differ in length.")
-    if data_args.block_size < 8:
-        raise ValueError(f"block_size={data_args.block_size} is too short to train on; use at least 8.")
-    if data_args.streaming and training_args.max_steps <= 0:  # else the Trainer fails after the data and model
-        raise ValueError("--streaming true needs --max_steps: a stream has no length to count epochs by.")
-    if data_args.streaming and data_args.shuffle_buffer_size < 1:
-        raise ValueError(f"--shuffle_buffer_size {data_args.shuffle_buffer_size} must be >= 1 (1: no shuffling).")
+    require(
+        not objective.mode_tokens or data_args.packing,
+        f"--objective {objective.name} with --packing false",
+        "use --packing true: the denoisers' inputs differ in length",
+    )
+    require(
+        not data_args.streaming or training_args.max_steps > 0,
+        "--streaming true without --max_steps",
+        "set --max_steps: a stream has no length to count epochs by",
+    )
+    check_training_arguments(training_args)
+    config = check_config_overrides(model_args)
+    check_block_size(objective.model_length(data_args.block_size, objective_args), config.max_position_embeddings)
     training_args.remove_unused_columns = False  # the collators need every column (offsets, position ids)
     return architecture, objective
+
+
+def check_config_overrides(model_args) -> FourfoldConfig:
+    """The named configuration with `--config_overrides` applied, built now so that a bad override fails before the
+    tokenizer is trained. Unknown keys are refused with the nearest valid name; the keys that follow the tokenizer
+    (vocabulary size, special ids) are refused with the flag that sets them."""
+    overrides = parse_json_mapping("--config_overrides", model_args.config_overrides or "{}")
+    config_class = get_config(model_args.config_name).__class__
+    known = set(config_class().to_dict()) | {"attn_implementation"}
+    for key in overrides:
+        require(
+            key in known,
+            f"--config_overrides: {config_class.__name__} has no option {key!r}{closest(key, known)}",
+            "fix the name (the options are listed in FourfoldConfig's docstring)",
+        )
+        require(
+            key not in TOKENIZER_FIELDS,
+            f"--config_overrides sets {key!r}, which follows the tokenizer",
+            "set --vocab_size (a trained tokenizer's size) or --tokenizer_name instead",
+        )
+    try:
+        return get_config(model_args.config_name, **overrides)
+    except (ValueError, TypeError) as error:  # the config's own validators name the option and the fix
+        raise UsageError(f"--config_overrides {json.dumps(overrides)}: {error}", "change the value it names") from error
 
 
 def build_tokenizer(tokenizer_args, architecture: Architecture, objective: Objective, texts) -> PreTrainedTokenizerBase:
@@ -281,13 +409,12 @@ def build_tokenizer(tokenizer_args, architecture: Architecture, objective: Objec
     return tokenizer
 
 
-def build_model(model_args, architecture: Architecture, objective: Objective, objective_args, tokenizer, block_size):
+def build_model(model_args, architecture: Architecture, objective: Objective, objective_args, tokenizer):
     """(model, config): the objective's model (the architecture's pretraining head, or ELECTRA's pair) from the named
-    configuration with `--config_overrides`; vocabulary and special ids from the tokenizer; the block checked
-    against the model's positions."""
-    overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
+    configuration with `--config_overrides` (checked in `check_arguments`); vocabulary and special ids from the
+    tokenizer."""
+    overrides = parse_json_mapping("--config_overrides", model_args.config_overrides or "{}")
     config = get_config(model_args.config_name, **{**overrides, **model_special_ids(tokenizer, architecture.name)})
-    check_block_size(objective.model_length(block_size, objective_args), config.max_position_embeddings)
     model = objective.build_model(architecture.pretraining_head, config, objective_args)
     config.use_cache = False  # no cache while training: it is for generation, and a packed batch is read without one
     return model, config
@@ -305,12 +432,14 @@ def report_metrics(trainer: FourfoldTrainer, train_metrics: dict, objective: Obj
     return {**before, **train_metrics, **after}
 
 
-def check_block_size(block_size: int, max_position_embeddings: int) -> None:
-    if block_size > max_position_embeddings:
-        raise ValueError(
-            f"block_size={block_size} exceeds the model's max_position_embeddings={max_position_embeddings}: lower "
-            f"--block_size, or raise it with --config_overrides '{{\"max_position_embeddings\": {block_size}}}'."
-        )
+def check_block_size(length: int, max_position_embeddings: int) -> None:
+    """The longest sequence the model will read (`Objective.model_length` of --block_size) fits its positions."""
+    require(
+        length <= max_position_embeddings,
+        f"--block_size makes rows of {length} tokens, beyond the model's max_position_embeddings="
+        f"{max_position_embeddings}",
+        f"lower --block_size, or raise it with --config_overrides '{{\"max_position_embeddings\": {length}}}'",
+    )
 
 
 def rows_of(dataset, n: int) -> list[dict]:

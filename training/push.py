@@ -27,7 +27,9 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, validate_repo_id
 
 from fourfold.hub_cards import write_model_card
+from fourfold.hub_cards.cards import card_is_unedited
 from fourfold.modeling.pipelines import hub_config_with_pipelines
+from fourfold.training.errors import UsageError
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -57,8 +59,8 @@ RECORD_FILES = (
 REACHABILITY_TIMEOUT_S = 10.0
 
 
-class PushError(Exception):
-    """A push that cannot go ahead; the message says why and what to do."""
+class PushError(UsageError):
+    """A push that cannot go ahead: what is wrong, and what to do (`UsageError(what, fix)`)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -71,13 +73,16 @@ def files_to_upload(output_dir: str | Path) -> list[str]:
     folder is neither a fourfold checkpoint nor a PEFT adapter, or lacks a file that loading needs."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
-        raise PushError(f"{output_dir} is not a folder: pass the output_dir of a training run.")
+        raise PushError(f"{output_dir} is not a folder", "pass the output_dir of a training run")
     present = {path.name for path in output_dir.iterdir() if path.is_file()}
     files = {"README.md"}  # written by push itself, from the folder
 
     if "adapter_config.json" in present:
         if "adapter_model.safetensors" not in present:
-            raise PushError(f"{output_dir} has adapter_config.json but no adapter_model.safetensors.")
+            raise PushError(
+                f"{output_dir} has adapter_config.json but no adapter_model.safetensors",
+                "save the adapter with PeftModel.save_pretrained",
+            )
         files |= {"adapter_config.json", "adapter_model.safetensors"}
     elif "config.json" in present:
         files |= {"config.json", *weight_files(output_dir, present)}
@@ -85,8 +90,8 @@ def files_to_upload(output_dir: str | Path) -> list[str]:
         files |= code_files(output_dir)
     else:
         raise PushError(
-            f"{output_dir} has neither config.json (a model) nor adapter_config.json (a PEFT adapter): pass the "
-            "folder that save_pretrained wrote."
+            f"{output_dir} has neither config.json (a model) nor adapter_config.json (a PEFT adapter)",
+            "pass the folder that save_pretrained wrote",
         )
     files |= (set(TOKENIZER_FILES) | set(RECORD_FILES)) & present
     return sorted(files)
@@ -101,9 +106,12 @@ def weight_files(output_dir: Path, present: set[str]) -> set[str]:
         shards = set(json.loads((output_dir / index).read_text())["weight_map"].values())
         missing = sorted(shards - present)
         if missing:
-            raise PushError(f"{output_dir}/{index} names shards that are not there: {', '.join(missing)}.")
+            raise PushError(
+                f"{output_dir}/{index} names shards that are not there: {', '.join(missing)}",
+                "save the model again",
+            )
         return {index, *shards}
-    raise PushError(f"{output_dir} has config.json but no model.safetensors: save the model with save_pretrained.")
+    raise PushError(f"{output_dir} has config.json but no model.safetensors", "save the model with save_pretrained")
 
 
 def code_files(output_dir: Path) -> set[str]:
@@ -113,18 +121,23 @@ def code_files(output_dir: Path) -> set[str]:
     references += [entry["impl"] for entry in (config.get("custom_pipelines") or {}).values()]
     if not references:
         raise PushError(
-            f"{output_dir}/config.json has no auto_map, so the Hub copy could not load without fourfold: save the "
-            "model with a fourfold model's save_pretrained."
+            f"{output_dir}/config.json has no auto_map, so the Hub copy could not load without fourfold",
+            "save the model with a fourfold model's save_pretrained",
         )
-    pending = {reference.split(".")[0] for reference in references}
+    pending = {reference.rsplit(".", 1)[0] for reference in references}
     modules: set[str] = set()
     while pending:
         module = pending.pop()
+        if not module.isidentifier():  # "../x", "/abs/path", "owner/repo--module": not a file of this folder
+            raise PushError(
+                f"{output_dir}/config.json names code {module!r} that is not a module of the folder",
+                "re-save the model with save_pretrained: its auto_map names sibling modules only",
+            )
         path = output_dir / f"{module}.py"
         if not path.is_file():
             raise PushError(
-                f"{output_dir} lacks {module}.py, which config.json needs: re-save the model with save_pretrained "
-                "(it copies fourfold's model code next to the weights)."
+                f"{output_dir} lacks {module}.py, which config.json needs",
+                "re-save the model with save_pretrained (it copies fourfold's model code next to the weights)",
             )
         modules.add(module)
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -143,13 +156,49 @@ def hub_files(output_dir: str | Path) -> dict[str, Path | bytes]:
     return contents
 
 
-def export_for_hub(output_dir: str | Path, destination: str | Path, **card_overrides) -> list[str]:
-    """Writes the card into `output_dir`, then exactly what `push` would upload into `destination` (the repo's
-    contents after the push); returns the file names."""
+def check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PushError(
+            f"repo_id {repo_id!r} is not a Hub repository name ({error})", "write it as owner/name"
+        ) from error
+
+
+def check_keep_card(output_dir: str | Path, keep_card: bool) -> None:
+    if keep_card and not (Path(output_dir) / "README.md").is_file():
+        raise PushError(f"--keep-card, but {output_dir} has no README.md", "drop --keep-card to write one")
+
+
+def update_card(output_dir: str | Path, keep_card: bool, rewrite_card: bool, **overrides) -> None:
+    """The card that goes up: a fresh one from the folder as it is now, unless the folder's README.md was edited
+    since fourfold wrote it (or was never fourfold's): that one is kept, and said so, unless `rewrite_card`.
+    `keep_card` keeps README.md whatever it holds."""
+    readme = Path(output_dir) / "README.md"
+    if keep_card:
+        return
+    if readme.is_file() and not card_is_unedited(readme) and not rewrite_card:
+        print(f"Keeping {readme}: it was edited since fourfold wrote it (pass --rewrite-card to replace it).")
+        return
+    write_model_card(output_dir, **overrides)
+
+
+def export_for_hub(
+    output_dir: str | Path,
+    destination: str | Path,
+    keep_card: bool = False,
+    rewrite_card: bool = False,
+    **card_overrides,
+) -> list[str]:
+    """Writes the card into `output_dir` (as `push` would: see `update_card`), then exactly what `push` would upload
+    into `destination` (the repo's contents after the push); returns the file names."""
+    if card_overrides.get("repo_id"):
+        check_repo_id(card_overrides["repo_id"])
     destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
     contents = hub_files(output_dir)  # checks the folder before the card is written
-    write_model_card(output_dir, **card_overrides)
+    check_keep_card(output_dir, keep_card)
+    destination.mkdir(parents=True, exist_ok=True)
+    update_card(output_dir, keep_card, rewrite_card, **card_overrides)
     for name, content in contents.items():
         if isinstance(content, bytes):
             (destination / name).write_bytes(content)
@@ -174,11 +223,11 @@ def check_hub_access(token: str | None = None, endpoint: str | None = None) -> t
     `PushError` saying what to fix when offline mode is on, no token is found, the Hub does not answer, or it
     rejects the token."""
     if offline_mode():
-        raise PushError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (or set it to 0) to push.")
+        raise PushError("HF_HUB_OFFLINE is set, so nothing can be uploaded", "unset it (or set it to 0) to push")
     token = token or get_token()
     if not token:
         raise PushError(
-            "No Hugging Face token found: set HF_TOKEN, run `hf auth login`, or pass --token. It needs write access."
+            "No Hugging Face token found", "set HF_TOKEN, run `hf auth login`, or pass --token (with write access)"
         )
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     try:
@@ -187,15 +236,15 @@ def check_hub_access(token: str | None = None, endpoint: str | None = None) -> t
         )
         hf_raise_for_status(response)
     except OfflineModeIsEnabled as error:
-        raise PushError(f"HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to push ({error}).") from error
+        raise PushError(f"HF_HUB_OFFLINE is set, so nothing can be uploaded ({error})", "unset it to push") from error
     except HfHubHTTPError as error:
         if error.response is not None and error.response.status_code == 401:
-            raise PushError(f"{endpoint} rejected the token (401): create a write token and set HF_TOKEN.") from error
-        raise PushError(f"{endpoint} answered with an error: {error}") from error
+            raise PushError(f"{endpoint} rejected the token (401)", "create a write token and set HF_TOKEN") from error
+        raise PushError(f"{endpoint} answered with an error: {error}", "retry, or check the Hub's status") from error
     except Exception as error:  # DNS, refused connection, timeout, proxy: the transport's own exception types
         raise PushError(
-            f"Cannot reach {endpoint} ({type(error).__name__}: {error}). Check the network, a proxy, or "
-            "HF_ENDPOINT, and retry."
+            f"Cannot reach {endpoint} ({type(error).__name__}: {error})",
+            "check the network, a proxy, or HF_ENDPOINT, and retry",
         ) from error
     return token, response.json().get("name", "?")
 
@@ -208,6 +257,7 @@ def push(
     token: str | None = None,
     keep_card: bool = False,
     api: HfApi | None = None,
+    rewrite_card: bool = False,
 ) -> str:
     """Uploads `files_to_upload(output_dir)` to `repo_id` in one commit and returns the commit URL.
 
@@ -216,21 +266,18 @@ def push(
         repo_id: "owner/name"; created (private if `private`) when it does not exist.
         revision: a branch to commit to, created from main if needed; default main.
         token: a write token; default `HF_TOKEN` or the saved login.
-        keep_card: upload the folder's README.md as it is (e.g. edited by hand) instead of writing a fresh card.
+        keep_card: upload the folder's README.md as it is, whatever it holds.
         api: the `HfApi` to use (tests pass a recorder).
+        rewrite_card: write a fresh card even over a README.md edited since fourfold wrote it (without it, an edited
+            card is uploaded as it is: see `update_card`).
     """
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise PushError(f"repo_id {repo_id!r} is not a Hub repository name (owner/name): {error}") from error
+    check_repo_id(repo_id)
     contents = hub_files(output_dir)  # 1. the arguments and the folder: fails before any network
-    if keep_card and not (Path(output_dir) / "README.md").is_file():
-        raise PushError(f"--keep-card, but {output_dir} has no README.md: drop --keep-card to write one.")
+    check_keep_card(output_dir, keep_card)
     if api is None:
         token, _ = check_hub_access(token)  # 2. token and reachability: fails before any change
         api = HfApi(token=token)
-    if not keep_card:  # 3. the card, from the folder as it is now
-        write_model_card(output_dir, repo_id=repo_id, revision=revision)
+    update_card(output_dir, keep_card, rewrite_card, repo_id=repo_id, revision=revision)  # 3. the card
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")  # 4. upload
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -254,19 +301,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to commit to (created if missing); default main")
     parser.add_argument("--token", help="write token; default HF_TOKEN or `hf auth login` (prefer those: argv leaks)")
-    parser.add_argument("--keep-card", action="store_true", help="upload README.md as it is instead of rewriting it")
+    parser.add_argument("--keep-card", action="store_true", help="upload README.md as it is, whatever it holds")
+    parser.add_argument(
+        "--rewrite-card", action="store_true", help="write a fresh card even over a README.md edited by hand"
+    )
     parser.add_argument("--dry-run", metavar="DIR", help="write the upload set into DIR; no network, no upload")
     args = parser.parse_args(argv)
-    try:
-        if args.dry_run:
-            names = export_for_hub(args.output_dir, args.dry_run, repo_id=args.repo_id, revision=args.revision)
-            print(f"Would upload to {args.repo_id} ({len(names)} files, copied to {args.dry_run}):")
-            print("\n".join(names))
-            return 0
-        url = push(args.output_dir, args.repo_id, args.private, args.revision, args.token, args.keep_card)
-    except PushError as error:
-        print(f"fourfold push: error: {error}", file=sys.stderr)
-        return 1
+    if args.dry_run:
+        names = export_for_hub(
+            args.output_dir,
+            args.dry_run,
+            args.keep_card,
+            args.rewrite_card,
+            repo_id=args.repo_id,
+            revision=args.revision,
+        )
+        print(f"Would upload to {args.repo_id} ({len(names)} files, copied to {args.dry_run}):")
+        print("\n".join(names))
+        return 0
+    url = push(
+        args.output_dir,
+        args.repo_id,
+        args.private,
+        args.revision,
+        args.token,
+        args.keep_card,
+        rewrite_card=args.rewrite_card,
+    )
     print(f"Pushed {args.output_dir} to {url}")
     return 0
 

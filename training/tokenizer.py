@@ -159,6 +159,10 @@ def check_special_tokens(tokenizer: PreTrainedTokenizerBase, architecture: str) 
         )
 
 
+# Config fields that `model_special_ids` sets from the tokenizer: a config override of one is refused.
+TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+
+
 def model_special_ids(tokenizer: PreTrainedTokenizerBase, architecture: str) -> dict[str, int | None]:
     """Config fields that must follow the tokenizer: vocab size and the pad/bos/eos (/decoder start) ids."""
     ids = dict(
