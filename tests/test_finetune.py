@@ -4,7 +4,6 @@ before training with an error that names the fix."""
 
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from finetune_helpers import (
 )
 
 from fourfold.training.finetune import main, parse_arguments
-from fourfold.training.tasks import resolve_labels
+from fourfold.training.tasks import TASKS, TaskOptions, get_task
 
 SPAM_DATA = Path(__file__).parents[1] / "training" / "data" / "spam_assassin.csv"
 
@@ -79,12 +78,10 @@ def test_prefix_lm_prompt_is_the_prefix(tiny_checkpoints, tmp_path):  # noqa: F8
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
 
-    from fourfold.training.tasks import Columns, tokenize
-
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoints["prefix-lm"])
     config = type("C", (), {"model_type": "fourfold-prefix-lm"})()
     raw = DatasetDict(train=Dataset.from_list([{"prompt": "Call me", "completion": " Ishmael."}]))
-    row = tokenize(raw, "causal-lm", tokenizer, config, Columns(), None, 64, 64)["train"][0]
+    row = TASKS["causal-lm"].tokenize_splits(raw, tokenizer, config, TaskOptions(max_length=64))["train"][0]
     prompt_length = 1 + len(tokenizer("Call me", add_special_tokens=False).input_ids)  # with <s>
     assert row["prefix_mask"] == [1] * prompt_length + [0] * (len(row["input_ids"]) - prompt_length)
     assert row["labels"][:prompt_length] == [-100] * prompt_length
@@ -93,8 +90,8 @@ def test_prefix_lm_prompt_is_the_prefix(tiny_checkpoints, tmp_path):  # noqa: F8
 
 
 def test_spam_demo_beats_the_majority_baseline(tmp_path):
-    """The bundled demo: a fresh tiny encoder, its tokenizer trained on the messages, three epochs, under a minute."""
-    start = time.perf_counter()
+    """The bundled demo: a fresh tiny encoder, its tokenizer trained on the messages, three epochs. (How long it
+    takes is the benchmark's business, not a test's: a loaded machine would fail a time limit.)"""
     results = finetune(
         tmp_path / "spam",
         "--model_name_or_path",
@@ -111,12 +108,10 @@ def test_spam_demo_beats_the_majority_baseline(tmp_path):
         "false",
         steps=-1,
     )
-    seconds = time.perf_counter() - start
     accuracy, baseline = results["metrics"]["eval_accuracy"], results["baseline"]["baseline_accuracy"]
-    print(f"spam demo: accuracy {accuracy:.2f} vs majority baseline {baseline:.2f} in {seconds:.0f} s")
+    print(f"spam demo: accuracy {accuracy:.2f} vs majority baseline {baseline:.2f}")
     assert results["labels"] == ["ham", "spam"] and results["num_validation_rows"] == 100
     assert accuracy >= baseline + 0.2
-    assert seconds < 60
 
 
 def test_bundled_spam_data_is_balanced_ish():
@@ -180,16 +175,19 @@ def test_labels_outside_num_labels(tmp_path):
     fails_before_training(tmp_path, args, r"Labels \[2\] .* outside \[0, num_labels=2\).*Raise --num_labels")
 
 
-def test_label_ids_and_names():
+def resolve_labels(labels: list, problem_type: str | None = None, **options) -> list[str]:
+    """The label names sequence classification's data check resolves from one training split of `labels`."""
     from datasets import Dataset, DatasetDict
 
-    def raw(labels):
-        return DatasetDict(train=Dataset.from_dict({"label": labels}))
+    raw = DatasetDict(train=Dataset.from_dict({"label": labels}))
+    return get_task("sequence-classification", problem_type).check_data(raw, TaskOptions(**options)).labels
 
-    assert resolve_labels(raw(["spam", "ham", "spam"]), "sequence-classification", "label") == ["ham", "spam"]
-    assert resolve_labels(raw([0, 2, 1]), "sequence-classification", "label") == ["LABEL_0", "LABEL_1", "LABEL_2"]
+
+def test_label_ids_and_names():
+    assert resolve_labels(["spam", "ham", "spam"]) == ["ham", "spam"]
+    assert resolve_labels([0, 2, 1]) == ["LABEL_0", "LABEL_1", "LABEL_2"]
     with pytest.raises(ValueError, match="single class"):
-        resolve_labels(raw([0, 0]), "sequence-classification", "label")
+        resolve_labels([0, 0])
 
 
 def test_lora_target_that_matches_nothing(tiny_checkpoints, tmp_path):  # noqa: F811
@@ -314,7 +312,7 @@ def test_multi_label_learns(tiny_checkpoints, tmp_path, separator):  # noqa: F81
 
 
 def test_regression_and_multi_label_scores_by_hand():
-    from fourfold.training.tasks import multi_label_scores, regression_scores
+    from fourfold.training.tasks.scores import multi_label_scores, regression_scores
 
     scores = regression_scores([1.0, 2.0, 4.0], [1.0, 3.0, 3.0])
     assert scores["mse"] == pytest.approx(2 / 3) and scores["mae"] == pytest.approx(2 / 3)
@@ -333,19 +331,18 @@ def test_regression_and_multi_label_scores_by_hand():
 def test_multi_label_and_regression_baselines():
     from datasets import Dataset, DatasetDict
 
-    from fourfold.training.tasks import Columns, majority_baseline
-
     raw = DatasetDict(
         train=Dataset.from_dict({"label": [["a"], ["a"], ["a", "b"]]}),
         validation=Dataset.from_dict({"label": [["a"], ["b"]]}),
     )
-    baseline = majority_baseline(raw, "sequence-classification", Columns(), ["a", "b"], "multi_label_classification")
+    multi_label = get_task("sequence-classification", "multi_label_classification")
+    baseline = multi_label.baseline(raw, TaskOptions(labels=["a", "b"]))
     # The most frequent training set {a}: row 1 exact (tp a), row 2 wrong (fp a, fn b): micro F1 = 2 / (2 + 1 + 1).
     assert baseline["baseline_subset_accuracy"] == 0.5 and baseline["baseline_micro_f1"] == pytest.approx(0.5)
     raw = DatasetDict(
         train=Dataset.from_dict({"label": [1.0, 3.0]}), validation=Dataset.from_dict({"label": [0.0, 4.0]})
     )
-    baseline = majority_baseline(raw, "sequence-classification", Columns(), ["LABEL_0"], "regression")
+    baseline = get_task("sequence-classification", "regression").baseline(raw, TaskOptions(labels=["LABEL_0"]))
     assert baseline == {"baseline_mse": pytest.approx(4.0), "baseline_mae": pytest.approx(2.0)}
 
 
@@ -369,14 +366,6 @@ def test_bad_problem_type_input(tmp_path, problem_type, bad, extra, match):
 
 
 def test_regression_num_labels_and_separator_rows():
-    from datasets import Dataset, DatasetDict
-
-    raw = DatasetDict(train=Dataset.from_dict({"label": ["b,a", "", "c , a"]}))
-    assert resolve_labels(raw, "sequence-classification", "label", None, "multi_label_classification", ",") == [
-        "a",
-        "b",
-        "c",
-    ]
-    raw = DatasetDict(train=Dataset.from_dict({"label": [1, 2.5]}))
+    assert resolve_labels(["b,a", "", "c , a"], "multi_label_classification", label_separator=",") == ["a", "b", "c"]
     with pytest.raises(ValueError, match="regression has one output"):
-        resolve_labels(raw, "sequence-classification", "label", 2, "regression")
+        resolve_labels([1, 2.5], "regression", num_labels=2)

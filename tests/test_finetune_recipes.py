@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from fourfold.configuration import preset_names
+from fourfold.training.architectures import get_architecture
 from fourfold.training.finetune import parse_arguments
 from fourfold.training.peft_support import check_method
 from fourfold.training.tasks import TASKS
@@ -20,7 +21,7 @@ def test_there_are_full_and_lora_recipes():
 def test_recipe_parses(recipe):
     model_args, data_args, peft_args, _, training_args = parse_arguments([str(recipe)])
     assert model_args.task in TASKS
-    model_type = "fourfold-" + model_args.model_name_or_path.rpartition("-")[0]
+    model_type = get_architecture(model_args.model_name_or_path.rpartition("-")[0]).model_type
     assert model_args.model_name_or_path in preset_names()  # shipped recipes run anywhere, without a checkpoint
     check_method(peft_args.method, model_args.task, model_type, peft_args.merge)
     assert all(Path(f).is_file() for f in data_args.train_files)  # recipe paths resolve from anywhere

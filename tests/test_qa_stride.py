@@ -18,7 +18,8 @@ from finetune_helpers import (
 )
 from transformers import AutoTokenizer, EvalPrediction
 
-from fourfold.training.tasks import Columns, best_span, check_doc_stride, compute_metrics_for, qa_features
+from fourfold.training.tasks import Columns, TaskOptions
+from fourfold.training.tasks.question_answering import best_span, check_doc_stride, qa_features, span_metrics
 
 QUESTION = "Who held the harpoon"
 ANSWER = "Queequeg and Tashtego"  # several tokens, so a window can hold part of it
@@ -110,7 +111,7 @@ def test_evaluation_takes_the_best_span_over_an_example_s_windows(tokenizer):
     windows = [i for i, example in enumerate(features["example_id"]) if example == 1]
     answered = [i for i in windows if features["start_positions"][i] != 0]
     assert features["example_id"][0] == 0 and len(windows) >= 3 and answered[0] == windows[1]
-    compute = compute_metrics_for("question-answering", tokenizer, None, Dataset.from_list(rows), features, Columns())
+    compute = span_metrics(Dataset.from_list(rows), features, TaskOptions())
 
     # The answer scores highest in the long example's second window; a lower decoy sits in its first window.
     start, end = crafted_logits(features, windows[1], windows[0], true_score=8.0, decoy_score=5.0)

@@ -19,7 +19,8 @@ from test_qa_stride import ANSWER, QUESTION, as_batch, long_example
 from transformers import AutoTokenizer, EvalPrediction
 
 from fourfold.training.metrics import load_metric
-from fourfold.training.tasks import Columns, best_span, check_qa_answers, compute_metrics_for, qa_features
+from fourfold.training.tasks import Columns, TaskOptions
+from fourfold.training.tasks.question_answering import best_span, check_qa_answers, qa_features, span_metrics
 
 NO_ANSWER = {"text": [], "answer_start": []}
 
@@ -62,15 +63,7 @@ def test_evaluation_answers_nothing_when_the_null_score_wins(tokenizer):
     features = qa_features(as_batch(rows), tokenizer, Columns(), 24, {"input_ids"}, with_offsets=True, doc_stride=4)
     windows = [i for i, example in enumerate(features["example_id"]) if example == 1]
     assert features["example_id"][0] == 0 and len(windows) >= 3
-    compute = compute_metrics_for(
-        "question-answering",
-        tokenizer,
-        None,
-        Dataset.from_list(rows),
-        features,
-        Columns(),
-        version_2_with_negative=True,
-    )
+    compute = span_metrics(Dataset.from_list(rows), features, TaskOptions(version_2_with_negative=True))
     # The short example's answer scores 8 + 8 = 16 against its null score 0: it is answered.
     start, end = crafted(features)
     start[0, features["start_positions"][0]] = end[0, features["end_positions"][0]] = 8.0

@@ -1,7 +1,7 @@
 """`fourfold finetune RECIPE.yaml [--flag value ...]`: fine-tune a checkpoint on a labelled dataset, full or PEFT.
 
 Reads top to bottom: parse -> data (checked) -> tokenizer -> model for the task -> PEFT adapter -> tokenized data ->
-collator -> Trainer -> evaluate -> save. Tasks (see tasks.py): sequence-classification, token-classification,
+collator -> Trainer -> evaluate -> save. Tasks (see tasks/): sequence-classification, token-classification,
 question-answering (a context longer than --max_length becomes windows that overlap by --doc_stride tokens; scored by
 the best span over an example's windows; questions with no answer, SQuAD v2, train towards the first token and are
 answered "" when its score wins, see --null_score_diff_threshold), multiple-choice, causal-lm (prompt -> completion;
@@ -48,35 +48,14 @@ from transformers import (
 
 from fourfold.configuration import get_config, preset_names
 from fourfold.hub_cards import write_model_card
+from fourfold.training.architectures import architecture_of
 from fourfold.training.arguments import parse_recipe_and_flags
 from fourfold.training.data import load_text_dataset
-from fourfold.training.metrics import perplexity
-from fourfold.training.peft_support import (
-    apply_peft,
-    build_peft_config,
-    check_method,
-    count_parameters,
-)
-from fourfold.training.tasks import (
-    AUTO_CLASSES,
-    CLASSIFICATION_TASKS,
-    TASKS,
-    Columns,
-    check_columns,
-    check_doc_stride,
-    check_mc_labels,
-    check_problem_type,
-    check_qa_answers,
-    check_task_fits,
-    collator_for,
-    compute_metrics_for,
-    majority_baseline,
-    qa_features,
-    resolve_labels,
-    tokenize,
-)
+from fourfold.training.metrics import with_perplexity
+from fourfold.training.peft_support import apply_peft, build_peft_config, check_method, count_parameters
+from fourfold.training.tasks import TASKS, Columns, Task, TaskOptions, get_task
 from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
-from fourfold.training.trainer import FourfoldSeq2SeqTrainer, FourfoldTrainer, first_evaluation
+from fourfold.training.trainer import first_evaluation
 
 
 @dataclass
@@ -233,128 +212,53 @@ def run_finetune(argv: list[str] | None = None) -> dict:
 
 def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     """`run_finetune`, also returning the Trainer (its `model` is the trained model: a PeftModel for PEFT methods,
-    the merged model after --merge)."""
+    the merged model after --merge). Every step asks the task's record (`tasks/`); none knows a task by name."""
     start = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    # 1. Parse: the recipe's keys first, then the flags, so later flags win.
-    model_args, data_args, peft_args, eval_args, training_args = parse_arguments(argv)
-    task, columns = model_args.task, data_args.columns()
-    if task not in TASKS:
-        raise ValueError(f"--task {task!r}: choose one of {', '.join(TASKS)}.")
-    preset = model_args.model_name_or_path in preset_names() and not Path(model_args.model_name_or_path).exists()
+    # 1. Parse: the recipe's keys first, then the flags, so later flags win. Then what needs no data is checked: the
+    # architecture has the task's head, the problem type is the task's, the method fits, the task's options hold.
+    arguments = parse_arguments(argv)
+    model_args, data_args, peft_args, eval_args, training_args = arguments
+    preset = is_preset(model_args.model_name_or_path)
     config = load_config(model_args.model_name_or_path, preset)
-    check_task_fits(task, config)
-    problem_type = model_args.problem_type
-    check_problem_type(task, problem_type)
-    model_type = config.model_type
-    check_method(peft_args.method, task, model_type, peft_args.merge)
-    if task == "question-answering":
-        check_doc_stride(data_args.doc_stride, data_args.max_length)
+    task = resolve_task(model_args, config)
+    check_method(peft_args.method, task.name, config.model_type, peft_args.merge)
+    options = task_options(model_args, data_args, eval_args)
+    task.check_options(options)
 
-    # 2. Data, raw, with its labels checked before anything is built.
-    raw = load_text_dataset(
-        data_args.train_files if not data_args.dataset_name else None,
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        columns.needed(task)[0],
-        data_args.validation_files,
-        data_args.validation_split_percentage,
-        streaming=False,
-        seed=training_args.seed,
-    )
-    for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
-        if limit is not None:
-            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
-    check_columns(raw, task, columns)
-    labels = None
-    if task in CLASSIFICATION_TASKS:
-        labels = resolve_labels(
-            raw, task, columns.label, model_args.num_labels, problem_type, data_args.label_separator
-        )
-    if task == "multiple-choice":
-        check_mc_labels(raw, columns)
-    if task == "question-answering" and check_qa_answers(raw, columns) and not data_args.version_2_with_negative:
-        print("Some questions have no answer: training and scoring as SQuAD v2 (--version_2_with_negative).")
-        data_args.version_2_with_negative = True
+    # 2. Data, raw, with its labels (answers, choices) checked before anything is built. The check resolves the label
+    # names, and questions without an answer turn SQuAD v2 on: the arguments in results.json record what ran.
+    raw = load_raw_data(data_args, task, training_args.seed)
+    options = task.check_data(raw, options)
+    data_args.version_2_with_negative = options.version_2_with_negative
 
     # 3. Tokenizer: the checkpoint's, or (fresh preset) one trained on the training text.
-    tokenizer = load_tokenizer(model_args, raw, columns, task, preset)
+    tokenizer = load_tokenizer(model_args, raw, text_columns(task, options.columns), config, preset)
 
     # 4. Model with the task head (sized to the labels), checked against the tokenizer.
-    model = load_model(model_args, task, labels, tokenizer, preset)
+    model = load_model(model_args, task, options.labels, tokenizer, config, preset)
     print(f"{model_args.model_name_or_path}: {type(model).__name__}, {model.num_parameters():,} parameters")
 
     # 5. PEFT: the adapter; every other weight is frozen. A fresh base is saved, so the adapter can find it.
-    if peft_args.method != "full":
-        if preset:
-            base_dir = Path(training_args.output_dir) / "base_model"
-            model.save_pretrained(base_dir)
-            tokenizer.save_pretrained(base_dir)
-            model.name_or_path = str(base_dir)
-        peft_config = build_peft_config(
-            peft_args.method,
-            task,
-            model,
-            peft_args.lora_r,
-            peft_args.lora_alpha,
-            peft_args.lora_dropout,
-            peft_args.target_modules,
-            peft_args.num_virtual_tokens,
-        )
-        model = apply_peft(model, peft_config)
+    model = add_adapter(model, tokenizer, task, peft_args, preset, training_args.output_dir)
     trainable, total = count_parameters(model)
     print(
         f"method {peft_args.method}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
     )
 
-    # 6. Data, tokenized for the task.
-    features = tokenize(
-        raw,
-        task,
-        tokenizer,
-        model.config,
-        columns,
-        labels,
-        data_args.max_length,
-        data_args.max_target_length,
-        problem_type,
-        data_args.label_separator,
-        data_args.doc_stride,
-    )
+    # 6. Data, tokenized for the task (question answering: one row per window of a long context).
+    features = task.tokenize_splits(raw, tokenizer, model.config, options)
 
-    # 7. Collator and metrics.
-    collator = collator_for(task, tokenizer, model if task == "text-to-text" else None)
-    validation_features = None
-    if task == "question-answering":  # the windows' offsets and example ids, for scoring only (not model inputs)
-        validation_features = qa_features(
-            raw["validation"][:],
-            tokenizer,
-            columns,
-            data_args.max_length,
-            set(),
-            with_offsets=True,
-            doc_stride=data_args.doc_stride,
-        )
-    compute_metrics = compute_metrics_for(
-        task,
-        tokenizer,
-        labels,
-        raw["validation"],
-        validation_features,
-        columns,
-        problem_type,
-        data_args.version_2_with_negative,
-        eval_args.null_score_diff_threshold,
-    )
+    # 7. Collator and metrics (None: the evaluation loss, and its perplexity, is the report).
+    collator = task.collator(tokenizer, model)
+    compute_metrics = task.metrics(tokenizer, raw, options)
 
-    # 8. Train, with an evaluation before and after. The one before runs inside `train()` (`eval_on_start`), as in
-    # pretrain.py: a `trainer.evaluate()` ahead of `train()` would leave the model unwrapped for distributed training.
+    # 8. Train, with the task's Trainer class. The evaluation before training runs inside `train()` (`eval_on_start`),
+    # as in pretrain.py: a `trainer.evaluate()` ahead of `train()` would leave the model unwrapped for distributed runs.
     training_args.eval_on_start = eval_args.evaluate_before
-    # FourfoldTrainer / FourfoldSeq2SeqTrainer: `--push_to_hub` uploads fourfold's model card, not Trainer's.
-    trainer_class = FourfoldSeq2SeqTrainer if task == "text-to-text" else FourfoldTrainer
-    trainer = trainer_class(
+    trainer = task.trainer_class(
         model=model,
         args=training_args,
         train_dataset=features["train"],
@@ -364,103 +268,84 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         compute_metrics=compute_metrics,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics_before = {}
-    if eval_args.evaluate_before:
-        metrics_before = with_perplexity(
-            first_evaluation(trainer.state.log_history, "eval_before"), "eval_before", task
-        )
-    metrics = with_perplexity(trainer.evaluate(), "eval", task)
+
+    # 9. Evaluate after training; the evaluation before it is read back from the log.
+    metrics_before, metrics = evaluations(trainer, task, eval_args.evaluate_before)
     trainer.log_metrics("eval", metrics)
 
-    # 9. Save: the model (PEFT: the adapter only) and tokenizer, the merged model on request, results.json.
+    # 10. Save: the model (PEFT: the adapter only) and tokenizer, the merged model on request, results.json.
     results = {
-        "task": task,
-        "problem_type": problem_type if task == "sequence-classification" else None,
+        "task": task.name,
+        "problem_type": task.problem_type,
         "method": peft_args.method,
         "model_name_or_path": model_args.model_name_or_path,
-        "model_type": model_type,
-        "labels": labels,
+        "model_type": config.model_type,
+        "labels": options.labels,
         "num_train_rows": len(features["train"]),
         "num_validation_rows": len(features["validation"]),
         "parameters": {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
         "metrics": metrics,
         "metrics_before": metrics_before,
-        "baseline": majority_baseline(raw, task, columns, labels, problem_type, data_args.label_separator),
+        "baseline": task.baseline(raw, options),
         "train_runtime_s": train_result.metrics["train_runtime"],
         "train_loss": train_result.metrics.get("train_loss"),
     }
-    if trainer.is_world_process_zero():
-        trainer.model.config.use_cache = True  # the saved model generates with its cache
-        trainer.save_model()
-        if peft_args.merge:
-            results["merged"] = save_merged(trainer, Path(training_args.output_dir) / "merged", tokenizer)
-    results["peak_memory"] = peak_memory()
-    results["runtime_s"] = time.perf_counter() - start
-    results["arguments"] = {
-        "model": asdict(model_args),
-        "data": asdict(data_args),
-        "peft": asdict(peft_args),
-        "evaluation": asdict(eval_args),
-        "training": {k: str(v) for k, v in training_args.to_dict().items() if not k.startswith("_")},
-    }
-    if trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(training_args.output_dir) / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        write_model_card(training_args.output_dir)  # after save_model: PEFT writes a README.md of its own there
+    save_outputs(trainer, results, tokenizer, arguments, start)
     return results, trainer
-
-
-HEADLINE_METRICS = {
-    "sequence-classification": "accuracy",
-    "token-classification": "overall_f1",
-    "question-answering": "f1",
-    "multiple-choice": "accuracy",
-    "causal-lm": "perplexity",
-    "text-to-text": "rougeL",
-    "regression": "mse",  # sequence-classification with these problem types
-    "multi_label_classification": "micro_f1",
-}
 
 
 def summary_line(results: dict) -> str:
     """One line for a console summary: the task's headline metric before -> after (and the majority baseline),
     the trainable share, run time and peak memory. E.g.
     `lora: accuracy 0.53 -> 0.91 (majority baseline 0.53); 9.32% of 254,660 parameters trained; 16 s; 610 MB peak`"""
-    name = HEADLINE_METRICS.get(results.get("problem_type"), HEADLINE_METRICS[results["task"]])
-    kind = {"regression": "mean", "multi_label_classification": "most frequent label set"}
+    task = get_task(results["task"], results.get("problem_type"))
+    name = task.headline_metric
     after = results["metrics"].get(f"eval_{name}")
     before = results["metrics_before"].get(f"eval_before_{name}")
     baseline = results["baseline"].get(f"baseline_{name}")
     parameters, memory = results["parameters"], results["peak_memory"]
     text = f"{results['method']}: {name} " + (f"{before:.2f} -> " if before is not None else "") + f"{after:.2f}"
-    text += (
-        f" ({kind.get(results.get('problem_type'), 'majority')} baseline {baseline:.2f})"
-        if baseline is not None
-        else ""
-    )
+    text += f" ({task.baseline_name} baseline {baseline:.2f})" if baseline is not None else ""
     text += f"; {parameters['trainable_percent']:.2f}% of {parameters['total']:,} parameters trained"
     peak = memory["cuda_allocated_mb"] if memory["cuda_allocated_mb"] is not None else memory["rss_mb"]
     return text + f"; {results['runtime_s']:.0f} s; {peak:,.0f} MB peak"
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple:
-    """(model, data, peft, evaluation, training) arguments from an optional YAML recipe followed by flags."""
+    """(model, data, peft, evaluation, training) arguments from an optional YAML recipe followed by flags; the
+    training arguments as the task needs them (its label names, loss-only evaluation, generation length)."""
     parser = HfArgumentParser(
         (ModelArguments, DataArguments, PeftArguments, EvaluationArguments, Seq2SeqTrainingArguments),
         prog="fourfold finetune",
         description=__doc__,
     )
     model_args, data_args, peft_args, eval_args, training_args = parse_recipe_and_flags(parser, argv)
+    task = get_task(model_args.task)
     # The tokenized data holds exactly the model inputs (prefix_mask included), so nothing is dropped by name.
     training_args.remove_unused_columns = False
-    training_args.label_names = (
-        ["start_positions", "end_positions"] if model_args.task == "question-answering" else ["labels"]
-    )
-    if model_args.task == "causal-lm":
-        training_args.prediction_loss_only = True  # perplexity needs only the loss; logits would fill memory
-    if model_args.task == "text-to-text" and training_args.generation_max_length is None:
-        training_args.generation_max_length = data_args.max_target_length
+    training_args.label_names = list(task.label_names)
+    training_args.prediction_loss_only |= task.loss_only_evaluation
+    task.configure_training(training_args, task_options(model_args, data_args, eval_args))
     return model_args, data_args, peft_args, eval_args, training_args
+
+
+def task_options(model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments) -> TaskOptions:
+    """The flags the task's functions read; the task's data check adds the labels."""
+    return TaskOptions(
+        columns=data_args.columns(),
+        max_length=data_args.max_length,
+        max_target_length=data_args.max_target_length,
+        num_labels=model_args.num_labels,
+        label_separator=data_args.label_separator,
+        doc_stride=data_args.doc_stride,
+        version_2_with_negative=data_args.version_2_with_negative,
+        null_score_diff_threshold=eval_args.null_score_diff_threshold,
+    )
+
+
+def is_preset(name_or_path: str) -> bool:
+    """A fourfold preset name ("encoder-tiny": a fresh model) that is not also a local folder."""
+    return name_or_path in preset_names() and not Path(name_or_path).exists()
 
 
 def load_config(name_or_path: str, preset: bool) -> PretrainedConfig:
@@ -477,13 +362,43 @@ def load_config(name_or_path: str, preset: bool) -> PretrainedConfig:
         ) from error
 
 
+def resolve_task(model_args: ModelArguments, config: PretrainedConfig) -> Task:
+    """The record of --task and --problem_type, once the checkpoint's architecture is known to have its head."""
+    get_task(model_args.task).check_fits(config)
+    return get_task(model_args.task, model_args.problem_type)
+
+
+def load_raw_data(data_args: DataArguments, task: Task, seed: int) -> DatasetDict:
+    """The train and validation splits (--max_train_samples / --max_eval_samples rows), holding the task's columns."""
+    columns = data_args.columns()
+    raw = load_text_dataset(
+        data_args.train_files if not data_args.dataset_name else None,
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        task.columns(columns)[0],
+        data_args.validation_files,
+        data_args.validation_split_percentage,
+        streaming=False,
+        seed=seed,
+    )
+    for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
+        if limit is not None:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    task.check_columns(raw, columns)
+    return raw
+
+
+def text_columns(task: Task, columns: Columns) -> list[str]:
+    """The task's columns that hold text (all but the label), which a fresh tokenizer is trained on."""
+    return [c for c in task.columns(columns) if c != columns.label]
+
+
 def load_tokenizer(
-    model_args: ModelArguments, raw: DatasetDict, columns: Columns, task: str, preset: bool
+    model_args: ModelArguments, raw: DatasetDict, text_columns: list[str], config: PretrainedConfig, preset: bool
 ) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer (or --tokenizer_name); for a fresh preset, one trained on the training text."""
     if preset and not model_args.tokenizer_name:
-        architecture = model_args.model_name_or_path.rpartition("-")[0]
-        text_columns = [c for c in columns.needed(task) if c != columns.label]
+        architecture = architecture_of(config.model_type).name
         texts = (" ".join(t for c in text_columns for t in flatten_text(row[c])) for row in raw["train"])
         tokenizer = load_or_train_tokenizer(None, architecture, texts, model_args.vocab_size)
     else:
@@ -508,28 +423,33 @@ def flatten_text(value) -> list[str]:
     return []
 
 
+def head_config(task: Task, labels: list[str] | None) -> dict:
+    """Config fields that size the task head to the labels, and its problem type; none for tasks without labels."""
+    if labels is None:
+        return {}
+    fields = dict(
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+    return fields | ({"problem_type": task.problem_type} if task.problem_type is not None else {})
+
+
 def load_model(
-    model_args: ModelArguments, task: str, labels: list[str] | None, tokenizer: PreTrainedTokenizerBase, preset: bool
+    model_args: ModelArguments,
+    task: Task,
+    labels: list[str] | None,
+    tokenizer: PreTrainedTokenizerBase,
+    config: PretrainedConfig,
+    preset: bool,
 ) -> PreTrainedModel:
-    """The checkpoint (or a fresh preset) with `task`'s head, sized to `labels`; the head is new when the checkpoint
-    was pretrained for another task."""
-    label_kwargs = {}
-    if labels is not None:
-        label_kwargs = dict(
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-        )
-        if task == "sequence-classification":
-            label_kwargs["problem_type"] = model_args.problem_type
-    auto_class = AUTO_CLASSES[task]
+    """The checkpoint (or a fresh preset, whose default `config` is given) with the task's head, sized to `labels`;
+    the head is new when the checkpoint was pretrained for another task."""
+    label_kwargs = head_config(task, labels)
     if preset:  # fresh weights; vocabulary and special ids from the tokenizer
-        architecture = model_args.model_name_or_path.rpartition("-")[0]
-        config = get_config(model_args.model_name_or_path, **model_special_ids(tokenizer, architecture), **label_kwargs)
-        model = auto_class.from_config(config)
+        special_ids = model_special_ids(tokenizer, architecture_of(config.model_type).name)
+        model = task.auto_class.from_config(get_config(model_args.model_name_or_path, **special_ids, **label_kwargs))
     else:
         # ignore_mismatched_sizes: a checkpoint fine-tuned before may carry a head of another size; it is replaced.
-        model = auto_class.from_pretrained(
+        model = task.auto_class.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=bool(label_kwargs), **label_kwargs
         )
     vocab_size = model.get_input_embeddings().num_embeddings
@@ -544,12 +464,68 @@ def load_model(
     return model
 
 
-def with_perplexity(metrics: dict[str, float], prefix: str, task: str) -> dict[str, float]:
-    """Adds `<prefix>_perplexity` = exp(loss per target token) for the generative tasks."""
-    loss = metrics.get(f"{prefix}_loss")
-    if loss is not None and task in ("causal-lm", "text-to-text"):
-        metrics[f"{prefix}_perplexity"] = perplexity(loss)
-    return metrics
+def add_adapter(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    peft_args: PeftArguments,
+    preset: bool,
+    output_dir: str,
+) -> torch.nn.Module:
+    """`--method full`: the model itself. Otherwise the PEFT adapter around it (every base weight frozen); a fresh
+    preset's base is saved to `output_dir/base_model` first, so the saved adapter can find it."""
+    if peft_args.method == "full":
+        return model
+    if preset:
+        base_dir = Path(output_dir) / "base_model"
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+        model.name_or_path = str(base_dir)
+    peft_config = build_peft_config(
+        peft_args.method,
+        task.name,
+        model,
+        peft_args.lora_r,
+        peft_args.lora_alpha,
+        peft_args.lora_dropout,
+        peft_args.target_modules,
+        peft_args.num_virtual_tokens,
+    )
+    return apply_peft(model, peft_config)
+
+
+def evaluations(trainer: Trainer, task: Task, evaluate_before: bool) -> tuple[dict, dict]:
+    """(before training, after training) metrics, with `<prefix>_perplexity` where the task's loss is per token."""
+    perplexity = with_perplexity if task.reports_perplexity else lambda metrics, prefix: metrics
+    before = {}
+    if evaluate_before:
+        before = perplexity(first_evaluation(trainer.state.log_history, "eval_before"), "eval_before")
+    return before, perplexity(trainer.evaluate(), "eval")
+
+
+def save_outputs(trainer: Trainer, results: dict, tokenizer: PreTrainedTokenizerBase, arguments: tuple, start: float):
+    """Saves the model (PEFT: the adapter only) and tokenizer, the merged model on --merge, results.json and the
+    model card; adds to `results` what it learns on the way (merge check, peak memory, run time, the arguments)."""
+    model_args, data_args, peft_args, eval_args, training_args = arguments
+    output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.model.config.use_cache = True  # the saved model generates with its cache
+        trainer.save_model()
+        if peft_args.merge:
+            results["merged"] = save_merged(trainer, output_dir / "merged", tokenizer)
+    results["peak_memory"] = peak_memory()
+    results["runtime_s"] = time.perf_counter() - start
+    results["arguments"] = {
+        "model": asdict(model_args),
+        "data": asdict(data_args),
+        "peft": asdict(peft_args),
+        "evaluation": asdict(eval_args),
+        "training": {k: str(v) for k, v in training_args.to_dict().items() if not k.startswith("_")},
+    }
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        write_model_card(training_args.output_dir)  # after save_model: PEFT writes a README.md of its own there
 
 
 def save_merged(trainer: Trainer, path: Path, tokenizer: PreTrainedTokenizerBase) -> dict:

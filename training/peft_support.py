@@ -18,11 +18,12 @@ import re
 
 import peft
 import peft.utils.constants as peft_constants
-from peft import IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+from peft import IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptTuningConfig
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from fourfold.training.architectures import BY_MODEL_TYPE, architecture_of
+from fourfold.training.tasks import get_task
 
 FOURFOLD_MODEL_TYPES = tuple(BY_MODEL_TYPE)
 # In the seq2seq model these names also match the decoder's cross-attention projections, which is what we want.
@@ -37,15 +38,6 @@ PROMPT_METHODS = ("prompt-tuning", "prefix-tuning")
 MERGEABLE_METHODS = ("lora", "dora", "ia3")
 # Modules trained in full beside the adapter: the task heads (fresh when a pretrained checkpoint gets a task).
 HEAD_MODULES = ("classifier", "score", "qa_outputs", "pooler")
-
-PEFT_TASK_TYPES: dict[str, TaskType | None] = {
-    "sequence-classification": TaskType.SEQ_CLS,
-    "token-classification": TaskType.TOKEN_CLS,
-    "question-answering": TaskType.QUESTION_ANS,
-    "multiple-choice": None,  # PEFT has no multiple-choice task type; the base PeftModel wraps the layers
-    "causal-lm": TaskType.CAUSAL_LM,
-    "text-to-text": TaskType.SEQ_2_SEQ_LM,
-}
 
 
 def register_peft_defaults() -> None:
@@ -108,13 +100,14 @@ def build_peft_config(
     target_modules: list[str] | None = None,
     num_virtual_tokens: int = 8,
 ) -> PeftConfig:
-    """The PEFT config for `method` ("lora", "dora", "ia3", "prompt-tuning", "prefix-tuning") on `task`.
+    """The PEFT config for `method` ("lora", "dora", "ia3", "prompt-tuning", "prefix-tuning") on `task` (its
+    record's `peft_task_type`).
 
     `target_modules=None` takes the defaults registered for the model type (`register_peft_defaults`); names that
     match no module of the model raise here, before training.
     """
     register_peft_defaults()
-    task_type = PEFT_TASK_TYPES[task]
+    task_type = get_task(task).peft_task_type  # None (multiple choice): the base PeftModel wraps the layers
     model_type = getattr(model.config, "model_type", None)
     if target_modules is not None:
         check_target_modules(model, target_modules)
