@@ -9,14 +9,19 @@ Defaults are modern (pre-norm, RMSNorm, RoPE, SwiGLU, no biases); the `fourfold.
 """
 
 import copy
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 from transformers import PreTrainedConfig
 
-_NORM_POSITIONS = ("pre", "post")
-_NORM_TYPES = ("rmsnorm", "layernorm")
-_MLP_TYPES = ("gated", "plain")
-_POSITION_TYPES = ("rope", "absolute")
+# The enumerated options: the field types below, and the choices their validators accept.
+NormPosition = Literal["pre", "post"]
+NormType = Literal["rmsnorm", "layernorm"]
+MlpType = Literal["gated", "plain"]
+PositionEmbeddingType = Literal["rope", "absolute"]
+_NORM_POSITIONS: tuple[str, ...] = get_args(NormPosition)
+_NORM_TYPES: tuple[str, ...] = get_args(NormType)
+_MLP_TYPES: tuple[str, ...] = get_args(MlpType)
+_POSITION_TYPES: tuple[str, ...] = get_args(PositionEmbeddingType)
 
 
 class FourfoldConfig(PreTrainedConfig):
@@ -85,16 +90,16 @@ class FourfoldConfig(PreTrainedConfig):
     max_position_embeddings: int = 2048
 
     # Block
-    norm_position: str = "pre"
-    norm_type: str = "rmsnorm"
+    norm_position: NormPosition = "pre"
+    norm_type: NormType = "rmsnorm"
     norm_eps: float = 1e-6
     hidden_act: str = "silu"
-    mlp_type: str = "gated"
+    mlp_type: MlpType = "gated"
     attention_bias: bool = False
     mlp_bias: bool = False
 
     # Embeddings
-    position_embedding_type: str = "rope"
+    position_embedding_type: PositionEmbeddingType = "rope"
     rope_parameters: dict | None = None
     position_offset: int = 0
     padding_aware_positions: bool = False

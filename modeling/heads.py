@@ -38,7 +38,7 @@ from .configuration_fourfold import (
     FourfoldPrefixLMConfig,
     FourfoldSeq2SeqConfig,
 )
-from .layers import make_norm
+from .layers import make_norm, training_fast_path
 from .loss import chunked_lm_loss, use_chunked_loss
 from .masks import prefix_lm_mask
 from .modeling_fourfold import (
@@ -68,7 +68,8 @@ class FourfoldPooler(nn.Module):
 
 
 class FourfoldMaskedLMHead(nn.Module):
-    """BERT's prediction head: dense -> activation -> norm -> vocabulary projection (with bias)."""
+    """BERT's prediction head: `transform` (dense -> activation -> norm), then the vocabulary projection `decoder`
+    (with bias). The masked-LM training path calls `transform` on the masked positions alone."""
 
     def __init__(self, config: FourfoldConfig):
         super().__init__()
@@ -77,8 +78,12 @@ class FourfoldMaskedLMHead(nn.Module):
         self.norm = make_norm(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 
+    def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """dense -> activation -> norm: the hidden states the vocabulary projection reads, (..., hidden)."""
+        return self.norm(self.act_fn(self.dense(hidden_states)))
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.norm(self.act_fn(self.dense(hidden_states))))
+        return self.decoder(self.transform(hidden_states))
 
 
 def classifier_dropout(config: FourfoldConfig) -> nn.Dropout:
@@ -99,6 +104,28 @@ def last_token_index(
         return length - 1
     positions = torch.arange(length, device=real.device)
     return (positions * real.to(positions.dtype)).argmax(-1)
+
+
+def default_prefix_mask(
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    pad_token_id: int | None,
+) -> torch.Tensor | None:
+    """The prefix LM's prefix when none is given: the whole input less its padding. The attention mask, else the
+    non-pad tokens (ids and a pad id known), else every token; `None` without any input.
+
+        input_ids [pad, 5, 6, 7], no attention mask, pad id known -> prefix_mask [0, 1, 1, 1]
+    """
+    if attention_mask is not None:
+        return attention_mask
+    if input_ids is not None and pad_token_id is not None:
+        return (input_ids != pad_token_id).long()  # pads stay out, so no real token sees them
+    tokens = input_ids if input_ids is not None else inputs_embeds
+    if tokens is None:
+        return None
+    # (B, T) ids or (B, T, hidden) embeddings: the whole input is the prefix
+    return torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
 
 
 def sequence_classification_loss(model: FourfoldPreTrainedModel, logits, labels, **kwargs):
@@ -189,15 +216,19 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        plain_head = type(self.lm_head) is FourfoldMaskedLMHead and not self.lm_head._forward_hooks  # not PEFT-wrapped
-        if plain_head and use_chunked_loss(self, self.lm_head.decoder, labels):
+        head = self.lm_head
+        # The sparse path bypasses the head's own call (a PEFT-wrapped or hooked head keeps it) and its decoder's.
+        if training_fast_path(self, head, FourfoldMaskedLMHead) and use_chunked_loss(self, head.decoder, labels):
             # Only the ~15% masked positions have a label: predict those alone. (N, d) from (B, T, d).
             labels = labels.to(hidden_states.device)
             masked = labels != -100  # (B, T)
-            head = self.lm_head
-            transformed = head.norm(head.act_fn(head.dense(hidden_states[masked])))
             loss = chunked_lm_loss(
-                transformed, head.decoder, labels[masked], shift=False, chunk_size=self.config.loss_chunk_size, **kwargs
+                head.transform(hidden_states[masked]),
+                head.decoder,
+                labels[masked],
+                shift=False,
+                chunk_size=self.config.loss_chunk_size,
+                **kwargs,
             )
             logits = None
         else:
@@ -444,7 +475,8 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
     """Prefix LM + language-modeling head.
 
     `prefix_mask` (batch, length): 1 = bidirectional prefix (the prompt). `labels` must be -100 inside the prefix
-    (checked). In `generate()` the prompt is the prefix unless `prefix_mask` is given; generated tokens are causal.
+    (checked). In `generate()` the prompt less its padding is the prefix unless `prefix_mask` is given
+    (`default_prefix_mask`); generated tokens are causal.
     """
 
     config_class = FourfoldPrefixLMConfig
@@ -482,14 +514,14 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
 
     def generate(self, inputs: torch.Tensor | None = None, *args, prefix_mask: torch.Tensor | None = None, **kwargs):
         """`GenerationMixin.generate` (every argument passes through), with the prompt as the bidirectional prefix
-        by default."""
+        by default: its attention mask, else its non-pad tokens, else all of it (`default_prefix_mask`)."""
         if prefix_mask is None:
             prompt = inputs if inputs is not None else kwargs.get("input_ids")
-            attention_mask = kwargs.get("attention_mask")
-            if attention_mask is not None:
-                prefix_mask = attention_mask
-            elif prompt is not None and prompt.dim() == 2 and not prompt.is_floating_point():
-                prefix_mask = torch.ones_like(prompt)
+            if prompt is not None and (prompt.dim() != 2 or prompt.is_floating_point()):
+                prompt = None  # not token ids (e.g. embeddings as `inputs`): only an attention mask can tell
+            prefix_mask = default_prefix_mask(
+                prompt, kwargs.get("inputs_embeds"), kwargs.get("attention_mask"), self.config.pad_token_id
+            )
         return super().generate(inputs, *args, prefix_mask=prefix_mask, **kwargs)
 
     def prepare_inputs_for_generation(
@@ -521,7 +553,12 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
             tokens = tokens if tokens is not None else model_inputs["inputs_embeds"]
             metadata = torch.empty((*tokens.shape[:2], 0), dtype=self.dtype, device=tokens.device)  # (B, T, 0)
             model_inputs["attention_mask"] = prefix_lm_mask(
-                self.config, metadata, attention_mask, cache, prefix_mask, model_inputs.get("position_ids")
+                self.config,
+                metadata,
+                attention_mask=attention_mask,
+                cache=cache,
+                position_ids=model_inputs.get("position_ids"),
+                prefix_mask=prefix_mask,
             )
         return model_inputs
 
@@ -575,8 +612,8 @@ class FourfoldDecoderForSequenceClassification(FourfoldPreTrainedModel):
 
 
 class FourfoldPrefixLMForSequenceClassification(FourfoldDecoderForSequenceClassification):
-    """Prefix LM + `score` on the last non-padding token. By default the whole input is the bidirectional prefix,
-    so every token sees every other; pass `prefix_mask` to change that."""
+    """Prefix LM + `score` on the last non-padding token. By default the whole input less its padding is the
+    bidirectional prefix (`default_prefix_mask`), so every token sees every other; pass `prefix_mask` to change that."""
 
     config_class = FourfoldPrefixLMConfig
     model_class = FourfoldPrefixLMModel
@@ -590,14 +627,10 @@ class FourfoldPrefixLMForSequenceClassification(FourfoldDecoderForSequenceClassi
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
-        if prefix_mask is None and attention_mask is not None:
-            prefix_mask = attention_mask
-        elif prefix_mask is None and input_ids is not None and self.config.pad_token_id is not None:
-            prefix_mask = (input_ids != self.config.pad_token_id).long()  # pads stay out, so no real token sees them
-        elif prefix_mask is None:
-            tokens = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-            if tokens is not None:  # (B, T) ids or (B, T, hidden) embeddings: the whole input is the prefix
-                prefix_mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
+        if prefix_mask is None:
+            prefix_mask = default_prefix_mask(
+                input_ids, kwargs.get("inputs_embeds"), attention_mask, self.config.pad_token_id
+            )
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask, labels=labels, **kwargs
         )

@@ -7,6 +7,9 @@ explicitly, because sdpa falls back on that flag when the mask is `None`.
 
 Attention runs through transformers' attention-function registry (`config._attn_implementation`: eager, sdpa,
 flex_attention, flash_attention_2, ...); the eager function is ours, since the registry has no generic one.
+
+`training_fast_path` is the one condition under which a hand-written training path (the MLP's recomputed
+activation here, the chunked LM loss in `loss.py`, the masked-LM head's masked-only projection) replaces plain calls.
 """
 
 from collections.abc import Callable
@@ -20,6 +23,21 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_u
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_fourfold import FourfoldConfig
+
+
+def training_fast_path(owner: nn.Module, bypassed: nn.Module, plain_type: type[nn.Module] = nn.Linear) -> bool:
+    """Whether a hand-written training path may replace the call of `bypassed` (reading its weights directly):
+    `owner` is training with gradients on, torch.compile is not tracing (inductor optimises the plain path itself),
+    and `bypassed` is exactly `plain_type` (a bare `nn.Linear` by default) with no forward hooks, so nothing else
+    needs its call (a PEFT-wrapped or hooked module keeps its own forward)."""
+    return (
+        owner.training
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and type(bypassed) is plain_type
+        and not bypassed._forward_hooks
+        and not bypassed._forward_pre_hooks
+    )
 
 
 def make_norm(config: FourfoldConfig) -> nn.Module:
@@ -184,9 +202,10 @@ class FourfoldAttention(nn.Module):
 class FourfoldMLP(nn.Module):
     """Position-wise feed-forward: gated `down(act(gate(x)) * up(x))` (SwiGLU, GeGLU) or plain `down(act(up(x)))`.
 
-    In training, the activation and `down_proj` run as one autograd function (`_ActivatedDown`) that keeps only the
-    activation's inputs for backward and recomputes the activation there: one to two fewer (tokens, intermediate)
-    tensors per layer held between forward and backward, for one extra elementwise pass.
+    In training (on `training_fast_path`), the activation and `down_proj` run as one autograd function
+    (`_ActivatedDown`) that keeps only the activation's inputs for backward and recomputes the activation there: one
+    to two fewer (tokens, intermediate) tensors per layer held between forward and backward, for one extra
+    elementwise pass.
     """
 
     def __init__(self, config: FourfoldConfig):
@@ -201,22 +220,9 @@ class FourfoldMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up_proj(x)
         gate = None if self.gate_proj is None else self.gate_proj(x)
-        if self._recompute_activation():
+        if training_fast_path(self, self.down_proj):  # `_ActivatedDown` replaces down_proj's call
             return _ActivatedDown.apply(self.act_fn, up, gate, self.down_proj.weight, self.down_proj.bias)
         return self.down_proj(_activate(self.act_fn, up, gate))
-
-    def _recompute_activation(self) -> bool:
-        """Only when nothing else needs `down_proj`'s call (a PEFT-wrapped or hooked layer keeps its own forward),
-        and not while torch.compile traces (inductor decides what to keep by itself)."""
-        down = self.down_proj
-        return (
-            self.training
-            and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and type(down) is nn.Linear
-            and not down._forward_hooks
-            and not down._forward_pre_hooks
-        )
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:

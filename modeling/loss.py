@@ -14,6 +14,8 @@ and then return `logits=None`; evaluation and generation take the plain path and
 import torch
 from torch import nn
 
+from .layers import training_fast_path
+
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Sum over non-ignored rows of cross_entropy(hidden @ weight.T + bias, labels); gradients made in forward."""
@@ -103,17 +105,12 @@ def chunked_lm_loss(
 
 def use_chunked_loss(model: nn.Module, head: nn.Module, labels: torch.Tensor | None, logits_to_keep=0) -> bool:
     """The chunked loss replaces the plain head + loss only when nothing else needs the logits or the head's call:
-    training with gradients, labels given, all positions kept, not while torch.compile traces (inductor fuses the
-    plain path itself), and a bare `nn.Linear` head (a PEFT-wrapped or hooked head keeps its own forward)."""
+    labels given, chunking on, all positions kept, and the training fast path (`layers.training_fast_path`: training
+    with gradients, not compiling, a bare `nn.Linear` head without hooks)."""
     return (
         labels is not None
         and model.config.loss_chunk_size > 0
-        and model.training
-        and torch.is_grad_enabled()
         and isinstance(logits_to_keep, int)
         and logits_to_keep == 0
-        and not torch.compiler.is_compiling()
-        and type(head) is nn.Linear
-        and not head._forward_hooks
-        and not head._forward_pre_hooks
+        and training_fast_path(model, head)
     )

@@ -5,11 +5,16 @@ transformers' `masking_utils`, so each attention backend gets the form it unders
 boolean mask or `None` for sdpa, a BlockMask for flex attention). `None` means "nothing to mask beyond what the
 module's `is_causal` flag says": sdpa then runs its fast unmasked or causal kernel.
 
+The three self-attention builders share one keyword signature (`SelfAttentionMaskBuilder`; a builder ignores the
+arguments its pattern does not use), and `SELF_ATTENTION_MASKS` maps each attention pattern to its builder: a stack
+looks its builder up once, by its pattern.
+
 Legend for the worked examples below: row = query position, column = key position, ■ = may attend.
 Packed batches: `position_ids` that restart at 0 mark document starts; no token attends across a document boundary.
 """
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from transformers import PreTrainedConfig
@@ -21,6 +26,30 @@ from transformers.masking_utils import (
 )
 
 MaskFunction = Callable[[int, int, int, int], bool]
+
+
+class SelfAttentionMaskBuilder(Protocol):
+    """The signature of every self-attention mask builder (the values of `SELF_ATTENTION_MASKS`).
+
+    Args:
+        config: the model config (its `_attn_implementation` decides the mask's form).
+        inputs_embeds: (batch, length, ...): only its shape, dtype and device are read.
+        attention_mask: (batch, past + length) padding mask, 1 = real token; or a prepared 4D mask, used as is.
+        cache: the self-attention KV cache (sets the key length and the query offset).
+        position_ids: the caller's position ids, only to find packed documents (`None` when it gave none).
+        prefix_mask: (batch, <= past + length), 1 = bidirectional prefix token (prefix LM only).
+    """
+
+    def __call__(
+        self,
+        config: PreTrainedConfig,
+        inputs_embeds: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        position_ids: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | None: ...
 
 
 def document_ids(position_ids: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
@@ -45,10 +74,14 @@ def same_document(query_documents: torch.Tensor, key_documents: torch.Tensor) ->
 def bidirectional_mask(
     config: PreTrainedConfig,
     inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    cache: Cache | None = None,
     position_ids: torch.Tensor | None = None,
+    prefix_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """Encoder self-attention: every token sees every non-padding token of its document.
+    """Encoder self-attention: every token sees every non-padding token of its document. (No cache, no prefix: the
+    encoder ignores `cache` and `prefix_mask`.)
 
     attention_mask [1, 1, 1, 0]          packed, position_ids [0, 1, 0, 1]
         0 ■ ■ ■ ⬚                            0 ■ ■ ⬚ ⬚
@@ -68,11 +101,14 @@ def bidirectional_mask(
 def causal_mask(
     config: PreTrainedConfig,
     inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    cache: Cache | None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    cache: Cache | None = None,
     position_ids: torch.Tensor | None = None,
+    prefix_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """Decoder self-attention: a token sees itself and earlier non-padding tokens of its document.
+    """Decoder self-attention: a token sees itself and earlier non-padding tokens of its document (`prefix_mask` is
+    ignored).
 
     left padding [0, 1, 1, 1]            one new token after 3 cached ones (q_offset 3)
         0 ⬚ ⬚ ⬚ ⬚                            3 ■ ■ ■ ■
@@ -88,10 +124,11 @@ def causal_mask(
 def prefix_lm_mask(
     config: PreTrainedConfig,
     inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    cache: Cache | None,
-    prefix_mask: torch.Tensor | None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    cache: Cache | None = None,
     position_ids: torch.Tensor | None = None,
+    prefix_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Prefix-LM self-attention: causal, except that prefix tokens (`prefix_mask == 1`) see the whole prefix.
 
@@ -108,7 +145,7 @@ def prefix_lm_mask(
     mask is exactly the decoder's.
     """
     if prefix_mask is None:
-        return causal_mask(config, inputs_embeds, attention_mask, cache, position_ids)
+        return causal_mask(config, inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
     if config._attn_implementation is not None and config._attn_implementation.startswith("flash_attention"):
         raise ValueError(
             f"attn_implementation={config._attn_implementation!r} can only apply causal and padding masks, not the "
@@ -128,6 +165,14 @@ def prefix_lm_mask(
         position_ids=position_ids,
         block_sequence_ids=block_ids.masked_fill(~prefix, -1),
     )
+
+
+# Attention pattern -> its self-attention mask builder (see the module docstring of modeling_fourfold.py).
+SELF_ATTENTION_MASKS: dict[str, SelfAttentionMaskBuilder] = {
+    "bidirectional": bidirectional_mask,
+    "causal": causal_mask,
+    "prefix": prefix_lm_mask,
+}
 
 
 def cross_attention_mask(

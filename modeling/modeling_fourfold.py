@@ -1,7 +1,8 @@
 """The four configurations: one stack, four attention patterns.
 
-`FourfoldStack` is embeddings -> N x `FourfoldBlock` -> final norm. It builds its self-attention mask once, from its
-`attention_pattern`, and every layer consumes it:
+`FourfoldStack` is embeddings -> N x `FourfoldBlock` -> final norm. Its `attention_pattern` names its self-attention
+mask builder in `masks.SELF_ATTENTION_MASKS` (looked up once, at construction); each forward builds the mask once and
+every layer consumes it:
 
     encoder    "bidirectional"   every token sees every token              (FourfoldEncoderModel)
     decoder    "causal"          every token sees itself and the past      (FourfoldDecoderModel)
@@ -9,7 +10,9 @@
     seq2seq    a "bidirectional" encoder stack, and a "causal" decoder stack whose blocks add cross-attention over
                the encoder's final layer                                  (FourfoldSeq2SeqModel)
 
-Task heads live in `heads.py`. Reading order: configuration_fourfold -> masks -> layers -> this file -> heads.
+Task heads live in `heads.py`; the pipelines transformers 5 dropped in `pipelines.py`, with extractive QA's windows and
+answer decoding in `question_answering.py`. Reading order: configuration_fourfold -> masks -> layers -> this file ->
+heads.
 """
 
 import os
@@ -39,9 +42,9 @@ from .configuration_fourfold import (
     FourfoldSeq2SeqConfig,
 )
 from .layers import FourfoldAttention, FourfoldBlock, FourfoldRotaryEmbedding, make_norm
-from .masks import bidirectional_mask, causal_mask, cross_attention_mask, prefix_lm_mask
+from .masks import SELF_ATTENTION_MASKS, cross_attention_mask
 
-ATTENTION_PATTERNS = ("bidirectional", "causal", "prefix")
+ATTENTION_PATTERNS = tuple(SELF_ATTENTION_MASKS)  # "bidirectional", "causal", "prefix"
 
 # Every Auto class that applies to each model type, as `module.Class` inside a saved checkpoint folder: written into
 # config.json on save so that `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without fourfold.
@@ -105,7 +108,7 @@ class FourfoldPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {expected!r}), got "
                 f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}). Build the config "
-                f"with {self.config_class.__name__}(...) or fourfold.configuration.get_config('{expected[9:]}-tiny')."
+                f"with {self.config_class.__name__}(...)."
             )
         super().__init__(config, *args, **kwargs)
 
@@ -153,6 +156,7 @@ class FourfoldStack(FourfoldPreTrainedModel):
         self.attention_pattern = attention_pattern or self.attention_pattern
         if self.attention_pattern not in ATTENTION_PATTERNS:
             raise ValueError(f"attention_pattern={self.attention_pattern!r}; choose one of {ATTENTION_PATTERNS}.")
+        self.self_attention_mask = SELF_ATTENTION_MASKS[self.attention_pattern]  # who sees whom: looked up once
         self.has_cross_attention = has_cross_attention
         is_causal = self.attention_pattern != "bidirectional"
 
@@ -214,48 +218,26 @@ class FourfoldStack(FourfoldPreTrainedModel):
                 encoder layer, its padding mask and (packed batches) its position ids.
             use_cache: return the cache for the next step (causal stacks only).
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if input_ids is not None:
-            check_token_ids(input_ids, self.config.vocab_size)
+        self._check_inputs(input_ids, inputs_embeds, prefix_mask)
         batch_size, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-        if prefix_mask is not None and self.attention_pattern != "prefix":
-            raise ValueError(
-                f"prefix_mask is only for the prefix LM (fourfold-prefix-lm); this stack's attention is "
-                f"{self.attention_pattern!r}. Drop prefix_mask or use a FourfoldPrefixLM model."
-            )
-
-        cache = resolve_cache(cache, past_key_values)
-        if use_cache and cache is None and self.attention_pattern != "bidirectional":
-            cache = DynamicCache(config=self.config)
-            if self.has_cross_attention:
-                cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
-        self_attention_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
-        # An int, or for a static cache a 0-dim tensor (so that compiled decoding does not recompile at every step).
-        past_length = self_attention_cache.get_seq_length() if self_attention_cache is not None else 0
+        cache, self_attention_cache, past_length = self._prepare_cache(resolve_cache(cache, past_key_values), use_cache)
         self._check_length(past_length + length)
+        if prefix_mask is not None:
+            check_prefix_mask(prefix_mask, batch_size, past_length + length)
 
         packed_position_ids = position_ids  # only positions the caller gave can mark document boundaries
-        if position_ids is None and self.config.padding_aware_positions and input_ids is not None:
-            real = (input_ids != self.config.pad_token_id).long()  # RoBERTa: pads get -1, real tokens count on
-            position_ids = (torch.cumsum(real, dim=1) + past_length) * real - 1
-        elif position_ids is None:
-            position_ids = (torch.arange(length, device=self.device) + past_length).unsqueeze(0)
+        position_ids = self._default_position_ids(input_ids, position_ids, length, past_length)
         hidden_states = self.embed(input_ids, inputs_embeds, position_ids, token_type_ids)
 
         # Who sees whom: built once here, consumed by every layer.
-        if self.attention_pattern == "bidirectional":
-            self_attention_mask = bidirectional_mask(self.config, hidden_states, attention_mask, packed_position_ids)
-        elif self.attention_pattern == "causal":
-            self_attention_mask = causal_mask(
-                self.config, hidden_states, attention_mask, self_attention_cache, packed_position_ids
-            )
-        else:
-            if prefix_mask is not None:
-                check_prefix_mask(prefix_mask, batch_size, past_length + length)
-            self_attention_mask = prefix_lm_mask(
-                self.config, hidden_states, attention_mask, self_attention_cache, prefix_mask, packed_position_ids
-            )
+        self_attention_mask = self.self_attention_mask(
+            self.config,
+            hidden_states,
+            attention_mask=attention_mask,
+            cache=self_attention_cache,
+            position_ids=packed_position_ids,
+            prefix_mask=prefix_mask,
+        )
         cross_mask = None
         if self.has_cross_attention:
             cross_mask = cross_attention_mask(
@@ -284,6 +266,54 @@ class FourfoldStack(FourfoldPreTrainedModel):
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states, **with_cache(cache if use_cache else None)
         )
+
+    def _check_inputs(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None, prefix_mask: torch.Tensor | None
+    ) -> None:
+        """Exactly one of ids and embeddings, ids inside the vocabulary, and a prefix only for the prefix LM."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            check_token_ids(input_ids, self.config.vocab_size)
+        if prefix_mask is not None and self.attention_pattern != "prefix":
+            raise ValueError(
+                f"prefix_mask is only for the prefix LM (fourfold-prefix-lm); this stack's attention is "
+                f"{self.attention_pattern!r}. Drop prefix_mask or use a FourfoldPrefixLM model."
+            )
+
+    def _prepare_cache(
+        self, cache: Cache | None, use_cache: bool | None
+    ) -> tuple[Cache | None, Cache | None, int | torch.Tensor]:
+        """(cache, its self-attention part, the number of tokens it holds). The cache is the given one, or with
+        `use_cache` a new empty one for a causal stack (an `EncoderDecoderCache` when the blocks cross-attend);
+        bidirectional stacks never cache. The count is an int, or for a static cache a 0-dim tensor (so that
+        compiled decoding does not recompile at every step)."""
+        if use_cache and cache is None and self.attention_pattern != "bidirectional":
+            cache = DynamicCache(config=self.config)
+            if self.has_cross_attention:
+                cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
+        self_attention_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        past_length = self_attention_cache.get_seq_length() if self_attention_cache is not None else 0
+        return cache, self_attention_cache, past_length
+
+    def _default_position_ids(
+        self,
+        input_ids: torch.LongTensor | None,
+        position_ids: torch.LongTensor | None,
+        length: int,
+        past_length: int | torch.Tensor,
+    ) -> torch.LongTensor:
+        """The caller's position ids, else past + 0, 1, 2, ...; with `config.padding_aware_positions` (RoBERTa) the
+        count runs over non-pad tokens only and pads get -1:
+
+            input_ids [5, 6, pad, pad], past 0 -> positions [0, 1, -1, -1]
+        """
+        if position_ids is not None:
+            return position_ids
+        if self.config.padding_aware_positions and input_ids is not None:
+            real = (input_ids != self.config.pad_token_id).long()
+            return (torch.cumsum(real, dim=1) + past_length) * real - 1
+        return (torch.arange(length, device=self.device) + past_length).unsqueeze(0)
 
     def embed(
         self,

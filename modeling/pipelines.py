@@ -6,6 +6,7 @@ tasks fourfold's seq2seq and encoder-QA models exist for. Two small replacements
     fourfold-text2text           seq2seq generation, text in and text out       (AutoModelForSeq2SeqLM)
     fourfold-question-answering  extractive QA with a start/end head: the best  (AutoModelForQuestionAnswering)
                                  span of the context, mapped back to characters via token offsets
+                                 (windows and decoding: question_answering.py)
 
 `import fourfold` registers them (`register_pipelines`). This module also travels to the Hub with every checkpoint
 (it imports only torch, transformers and the standard library), and `hub_config_with_pipelines` names it in a
@@ -13,12 +14,13 @@ checkpoint's `custom_pipelines`, so `pipeline(task, model=repo, trust_remote_cod
 The other tasks (fill-mask, text-generation, feature-extraction, text-/token-classification) are transformers' own.
 """
 
-import math
 from typing import Any
 
 import torch
 from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+
+from .question_answering import context_room, decode_answers, question_windows
 
 TEXT2TEXT_TASK = "fourfold-text2text"
 QUESTION_ANSWERING_TASK = "fourfold-question-answering"
@@ -92,10 +94,13 @@ class FourfoldQuestionAnsweringPipeline(Pipeline):
     """Extractive question answering with a start/end span head (what `question-answering` did in transformers 4).
 
     `pipe(question="...", context="...")` (or `pipe({"question": ..., "context": ...})`) returns
-    `{"answer", "score", "start", "end"}`: the context span `context[start:end]` whose first and last tokens score
-    best, with start <= end and at most `max_answer_length` tokens; `top_k > 1` returns a list of the best spans.
-    A context longer than the model takes is read in overlapping windows (`doc_stride` tokens of overlap) and the best
-    span of any window wins. Scores are p(start) * p(end), each a softmax over the window's context tokens.
+    `{"answer", "score", "start", "end"}`: the context span `context[start:end]` whose first token's start logit plus
+    last token's end logit is highest, with start <= end and at most `max_answer_length` tokens; `top_k > 1` returns
+    a list of the best answers. A context longer than `max_seq_len` is read in overlapping windows (`doc_stride`
+    tokens of overlap; by default half the room the question leaves, at most 128) and the best span of any window
+    wins. `score` is the answer's probability among all candidate spans of the example. `handle_impossible_answer`
+    (or a `null_score_diff_threshold`, default 0.0) lets "no answer" ("") compete, as SQuAD v2 scores it. Decoding
+    is `question_answering.decode_answers`, the same as the training code's evaluation.
 
     Needs a fast tokenizer (for character offsets). One example per forward pass: `batch_size` must stay 1, since an
     example's windows already form the batch.
@@ -112,6 +117,8 @@ class FourfoldQuestionAnsweringPipeline(Pipeline):
         max_answer_length: int | None = None,
         max_seq_len: int | None = None,
         doc_stride: int | None = None,
+        handle_impossible_answer: bool | None = None,
+        null_score_diff_threshold: float | None = None,
     ) -> tuple[dict, dict, dict]:
         preprocess_params = {}
         if max_seq_len is not None:
@@ -127,6 +134,15 @@ class FourfoldQuestionAnsweringPipeline(Pipeline):
             if max_answer_length < 1:
                 raise ValueError(f"max_answer_length={max_answer_length}: an answer has at least one token.")
             postprocess_params["max_answer_length"] = max_answer_length
+        if handle_impossible_answer is False and null_score_diff_threshold is not None:
+            raise ValueError(
+                "null_score_diff_threshold sets the margin of the 'no answer' candidate, which "
+                "handle_impossible_answer=False turns off: drop one of the two."
+            )
+        if handle_impossible_answer or null_score_diff_threshold is not None:
+            postprocess_params["null_score_diff_threshold"] = null_score_diff_threshold or 0.0
+        elif handle_impossible_answer is False:
+            postprocess_params["null_score_diff_threshold"] = None
         return preprocess_params, {}, postprocess_params
 
     def __call__(
@@ -152,7 +168,9 @@ class FourfoldQuestionAnsweringPipeline(Pipeline):
             raise ValueError(f"{QUESTION_ANSWERING_TASK} runs one example per forward pass: leave batch_size at 1.")
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, example: dict, max_seq_len: int | None = None, doc_stride: int = 128) -> dict[str, Any]:
+    def preprocess(
+        self, example: dict, max_seq_len: int | None = None, doc_stride: int | None = None
+    ) -> dict[str, Any]:
         if not isinstance(example, dict) or not {"question", "context"} <= example.keys():
             raise ValueError(f"Each example needs a 'question' and a 'context', got {example!r}.")
         if not getattr(self.tokenizer, "is_fast", False):
@@ -160,110 +178,52 @@ class FourfoldQuestionAnsweringPipeline(Pipeline):
         question, context = example["question"], example["context"]
         if max_seq_len is None:
             max_seq_len = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
-        question_length = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
-        # The overlap must leave room for new context in each window: [CLS] question [SEP] context [SEP].
-        doc_stride = min(doc_stride, max(0, (max_seq_len - question_length - 3) // 2))
-        encoded = self.tokenizer(
+        if doc_stride is None:  # the default, not a clamp: a given doc_stride that does not fit is an error
+            doc_stride = min(128, max(0, context_room(self.tokenizer, question, max_seq_len) // 2))
+        windows = question_windows(
+            self.tokenizer,
             question,
             context,
-            truncation="only_second",
             max_length=max_seq_len,
-            stride=doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
+            doc_stride=doc_stride,
+            argument_names=("doc_stride", "max_seq_len"),
             padding="longest",
             return_tensors="pt",
         )
-        # Which tokens of each window belong to the context (sequence 1): the only ones an answer may use.
-        context_mask = torch.tensor(
-            [[sequence_id == 1 for sequence_id in encoded.sequence_ids(i)] for i in range(len(encoded["input_ids"]))]
-        )
+        encoded = windows.encoding
         model_inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         # Segment ids only where the model has segment embeddings (fourfold refuses them otherwise).
         if "token_type_ids" in encoded and getattr(self.model.config, "type_vocab_size", 0) > 0:
             model_inputs["token_type_ids"] = encoded["token_type_ids"]
-        return {
-            "model_inputs": model_inputs,
-            "context_mask": context_mask,
-            "offsets": encoded["offset_mapping"],
-            "context": context,
-        }
+        return {"model_inputs": model_inputs, "offsets": windows.offsets, "context": context}
 
     def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
         outputs = self.model(**inputs["model_inputs"])
         return {
             "start_logits": outputs.start_logits,
             "end_logits": outputs.end_logits,
-            "context_mask": inputs["context_mask"],
             "offsets": inputs["offsets"],
             "context": inputs["context"],
         }
 
-    def postprocess(self, outputs: dict[str, Any], top_k: int = 1, max_answer_length: int = 30) -> dict | list[dict]:
-        spans = best_spans(
-            outputs["start_logits"].float().cpu(),
-            outputs["end_logits"].float().cpu(),
-            outputs["context_mask"].cpu(),
-            max_answer_length,
-            top_k=None,  # all candidates: windows overlap, so the same characters may appear more than once
+    def postprocess(
+        self,
+        outputs: dict[str, Any],
+        top_k: int = 1,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float | None = None,
+    ) -> dict | list[dict]:
+        answers = decode_answers(
+            outputs["start_logits"],
+            outputs["end_logits"],
+            outputs["offsets"],
+            outputs["context"],
+            max_answer_length=max_answer_length,
+            top_k=top_k,
+            null_score_diff_threshold=null_score_diff_threshold,
         )
-        answers, seen = [], set()
-        offsets, context = outputs["offsets"], outputs["context"]
-        for score, window, start_token, end_token in spans:
-            start, end = int(offsets[window, start_token, 0]), int(offsets[window, end_token, 1])
-            if (start, end) in seen:
-                continue
-            seen.add((start, end))
-            answers.append({"score": score, "start": start, "end": end, "answer": context[start:end]})
-            if len(answers) == top_k:
-                break
-        if not answers:
-            answers = [{"score": 0.0, "start": 0, "end": 0, "answer": ""}]  # no context token survived truncation
+        answers = [{"score": a.score, "start": a.start, "end": a.end, "answer": a.text} for a in answers]
         return answers[0] if top_k == 1 else answers
-
-
-def best_spans(
-    start_logits: torch.Tensor,
-    end_logits: torch.Tensor,
-    context_mask: torch.Tensor,
-    max_answer_length: int,
-    top_k: int | None = 1,
-) -> list[tuple[float, int, int, int]]:
-    """The best answer spans over a batch of windows, as (score, window, start token, end token), best first.
-
-    A span (i, j) is valid when i <= j < i + max_answer_length and both tokens are context tokens. Its score is
-    softmax(start)[i] * softmax(end)[j], each softmax over the window's context tokens. For one window of 4 tokens,
-    context = tokens 1..3 and max_answer_length = 2, the valid (i, j) are marked 1:
-
-                j=0 j=1 j=2 j=3
-        i=0      0   0   0   0      token 0 is not context
-        i=1      0   1   1   0      j < i + 2
-        i=2      0   0   1   1
-        i=3      0   0   0   1
-
-    Args:
-        start_logits / end_logits: (windows, length).
-        context_mask: (windows, length), True for context tokens.
-        max_answer_length: longest answer, in tokens.
-        top_k: how many spans to return; `None` returns every valid span.
-    """
-    context_mask = context_mask.bool()
-    very_negative = torch.finfo(start_logits.dtype).min
-    start_log_probs = start_logits.masked_fill(~context_mask, very_negative).log_softmax(-1)  # (W, L)
-    end_log_probs = end_logits.masked_fill(~context_mask, very_negative).log_softmax(-1)  # (W, L)
-    scores = start_log_probs[:, :, None] + end_log_probs[:, None, :]  # (W, L_start, L_end)
-    length = scores.shape[-1]
-    ones = torch.ones(length, length, dtype=torch.bool)
-    in_range = ones.triu() & ~ones.triu(max_answer_length)  # i <= j < i + max_answer_length
-    valid = in_range & context_mask[:, :, None] & context_mask[:, None, :]  # (W, L, L)
-    flat_scores = scores.masked_fill(~valid, -torch.inf).flatten()
-    count = int(valid.sum()) if top_k is None else min(top_k, int(valid.sum()))
-    best = flat_scores.topk(count)
-    spans = []
-    for log_score, index in zip(best.values.tolist(), best.indices.tolist(), strict=True):
-        window, rest = divmod(index, length * length)
-        spans.append((math.exp(log_score), window, *divmod(rest, length)))
-    return spans
 
 
 def register_pipelines() -> None:

@@ -101,6 +101,59 @@ def test_masked_lm_predicts_only_masked_positions():
     assert seen == [torch.Size([int((batch["labels"] != -100).sum()), chunked.config.hidden_size])]
 
 
+def test_masked_lm_training_path_calls_the_heads_transform():
+    """The sparse path runs the head's own `transform` (dense -> act -> norm) on the masked rows, and the result
+    equals the head's full forward at those rows."""
+    chunked, _ = _pair("encoder")
+    batch = _batch("encoder", chunked.config.vocab_size)
+    transformed = []
+    original = chunked.lm_head.transform
+
+    def recording(hidden):
+        transformed.append(original(hidden))
+        return transformed[-1]
+
+    chunked.lm_head.transform = recording
+    chunked(**batch)
+    masked = batch["labels"] != -100
+    assert len(transformed) == 1 and transformed[0].shape[0] == int(masked.sum())
+    with torch.no_grad():
+        hidden = chunked.model(input_ids=batch["input_ids"]).last_hidden_state
+        torch.testing.assert_close(
+            chunked.lm_head.decoder(transformed[0]), chunked.lm_head(hidden)[masked], rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("hook", ["forward", "forward_pre"])
+def test_one_fast_path_predicate_a_hooked_module_keeps_its_own_call(hook):
+    """`training_fast_path` decides for all three fast paths: a hook (forward or pre-forward) on the module a path
+    would bypass sends it down the plain path: the MLP's down_proj, the LM head, the masked-LM head."""
+    from fourfold.modeling.layers import training_fast_path
+
+    def hooked(module):
+        register = getattr(module, f"register_{hook}_hook")
+        register(lambda *args: None)
+        return module
+
+    mlp_model, _ = _pair("decoder")
+    down = mlp_model.model.layers[0].mlp.down_proj
+    assert training_fast_path(mlp_model.model.layers[0].mlp, down)
+    hooked(down)
+    assert not training_fast_path(mlp_model.model.layers[0].mlp, down)
+
+    decoder, _ = _pair("decoder")
+    hooked(decoder.lm_head)
+    assert decoder(**_batch("decoder", decoder.config.vocab_size)).logits is not None  # plain path: full logits
+
+    encoder, _ = _pair("encoder")
+    hooked(encoder.lm_head)
+    assert encoder(**_batch("encoder", encoder.config.vocab_size)).logits is not None
+    with torch.no_grad():
+        assert not training_fast_path(decoder, torch.nn.Linear(2, 2))  # gradients off
+    assert not training_fast_path(decoder.eval(), torch.nn.Linear(2, 2))  # not training
+    assert not training_fast_path(decoder.train(), torch.nn.Identity())  # not a bare nn.Linear
+
+
 def test_eval_and_no_grad_take_the_plain_path(generative_architecture):
     chunked, _ = _pair(generative_architecture)
     batch = _batch(generative_architecture, chunked.config.vocab_size)

@@ -124,6 +124,23 @@ def test_prefix_lm_generate_uses_the_prompt_as_prefix():
 
 
 @torch.no_grad()
+def test_prefix_lm_generate_leaves_padding_out_of_the_default_prefix():
+    """Without an attention mask the default prefix is the prompt's non-pad tokens (`default_prefix_mask`, the same
+    rule as the prefix LM's sequence classification), not the padding too."""
+    model = build("prefix-lm")
+    pad = model.config.pad_token_id
+    prompt = torch.cat([torch.full((1, 2), pad), random_ids(1, 4)], dim=1)  # left padding
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["prefix_mask"]), with_kwargs=True)
+    model.generate(prompt, max_new_tokens=2, min_new_tokens=2, do_sample=False, pad_token_id=pad)
+    assert seen and all(torch.equal(mask, torch.tensor([[0, 0, 1, 1, 1, 1]])) for mask in seen)
+    seen.clear()
+    embeds = model.get_input_embeddings()(random_ids(1, 4))
+    model.generate(inputs_embeds=embeds, max_new_tokens=1, do_sample=False)
+    assert torch.equal(seen[0], torch.ones(1, 4, dtype=torch.long))  # embeddings alone: the whole prompt
+
+
+@torch.no_grad()
 def test_prefix_lm_generate_honours_an_explicit_prefix_mask():
     model = build("prefix-lm")
     prompt = random_ids(1, 6)

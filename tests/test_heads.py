@@ -196,6 +196,20 @@ def test_prefix_lm_sequence_classification_treats_the_whole_input_as_prefix():
     assert not torch.allclose(causal, default)
 
 
+def test_default_prefix_mask_is_the_input_less_its_padding():
+    """One rule for the prefix LM's missing prefix_mask (sequence classification and generate()): the attention
+    mask, else the non-pad tokens, else every token."""
+    from fourfold.modeling.heads import default_prefix_mask
+
+    input_ids = torch.tensor([[0, 5, 6, 7]])
+    attention_mask = torch.tensor([[0, 0, 1, 1]])
+    assert default_prefix_mask(input_ids, None, attention_mask, 0) is attention_mask
+    assert default_prefix_mask(input_ids, None, None, 0).tolist() == [[0, 1, 1, 1]]
+    assert default_prefix_mask(input_ids, None, None, None).tolist() == [[1, 1, 1, 1]]
+    assert default_prefix_mask(None, torch.zeros(1, 3, 8), None, 0).tolist() == [[1, 1, 1]]
+    assert default_prefix_mask(None, None, None, 0) is None
+
+
 def test_decoder_sequence_classification_finds_padding_from_pad_token_id():
     model = build("FourfoldDecoderForSequenceClassification", "decoder", num_labels=3)
     input_ids = ids()

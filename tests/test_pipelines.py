@@ -34,7 +34,6 @@ from fourfold.modeling.pipelines import (
     TEXT2TEXT_TASK,
     FourfoldQuestionAnsweringPipeline,
     FourfoldText2TextPipeline,
-    best_spans,
     hub_config_with_pipelines,
 )
 
@@ -220,23 +219,6 @@ def test_text2text_is_generate_then_decode(folders):
 # --------------------------------------------------------------------------------------------------------------------
 # fourfold-question-answering
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def test_best_spans_worked_example():
-    """The docstring's example: 4 tokens, context = tokens 1..3, answers of at most 2 tokens."""
-    context_mask = torch.tensor([[False, True, True, True]])
-    # Token 0 (not context) has the best start and end; the best context pair, (3, 2) = 3 + 2, ends before it
-    # starts. The valid spans, best first: (1, 2) = 0.5 + 2, (2, 2) = 0 + 2, (3, 3) = 3 - 1.5, (1, 1), (2, 3).
-    start_logits = torch.tensor([[9.0, 0.5, 0.0, 3.0]])
-    end_logits = torch.tensor([[9.0, 0.0, 2.0, -1.5]])
-    spans = best_spans(start_logits, end_logits, context_mask, max_answer_length=2, top_k=None)
-    assert [(window, i, j) for _, window, i, j in spans] == [(0, 1, 2), (0, 2, 2), (0, 3, 3), (0, 1, 1), (0, 2, 3)]
-    start_p = start_logits[0, 1:].softmax(-1)  # softmax over the context tokens only
-    end_p = end_logits[0, 1:].softmax(-1)
-    assert spans[0][0] == pytest.approx(float(start_p[0] * end_p[1]))
-    assert sum(span[0] for span in spans) < 1
-    one_token = best_spans(start_logits, end_logits, context_mask, max_answer_length=1, top_k=2)
-    assert [(i, j) for _, _, i, j in one_token] == [(2, 2), (3, 3)]
 
 
 def rig_answer(model, start_token_id: int, end_token_id: int):

@@ -120,7 +120,7 @@ def test_saved_folder_carries_auto_map_and_hub_code(checkpoints, model_type, aut
         "masks.py",
         "modeling_fourfold.py",
     ]
-    assert HUB_FILES == [*hub_modules, "pipelines.py"]
+    assert HUB_FILES == [*hub_modules, "pipelines.py", "question_answering.py"]
     for name in HUB_FILES:
         assert (folder / name).read_bytes() == (MODELING_DIR / name).read_bytes()
     assert not (folder / "__init__.py").exists()

@@ -12,14 +12,25 @@ from pathlib import Path
 import torch
 
 from fourfold.configuration import get_config
-from fourfold.modeling.masks import bidirectional_mask, causal_mask, cross_attention_mask, prefix_lm_mask
+from fourfold.modeling.masks import SELF_ATTENTION_MASKS, cross_attention_mask
+from fourfold.training.architectures import ARCHITECTURES
 
-PANELS = {  # key of mask_matrices -> (configuration, pattern) for the panel title
-    "encoder": ("encoder", "bidirectional"),
-    "decoder": ("decoder", "causal"),
-    "prefix-lm": ("prefix LM", "bidirectional prefix, causal after"),
-    "seq2seq-self": ("seq2seq decoder", "causal self-attention"),
-    "seq2seq-cross": ("seq2seq decoder", "cross-attention to the encoder"),
+# Panel key -> (title, attention pattern). The seq2seq model has two: its decoder's self-attention (the
+# pattern of its decoder stack) and the cross-attention to the encoder; the others one, their stack's pattern.
+SUBTITLES = {
+    "bidirectional": "bidirectional",
+    "causal": "causal",
+    "prefix": "bidirectional prefix, causal after",
+    "cross": "cross-attention to the encoder",
+}
+PANELS = {
+    **{
+        name: (name.replace("-lm", " LM"), record.base_model.attention_pattern)
+        for name, record in ARCHITECTURES.items()
+        if not record.config_class.is_encoder_decoder
+    },
+    "seq2seq-self": ("seq2seq decoder", "causal"),
+    "seq2seq-cross": ("seq2seq decoder", "cross"),
 }
 
 
@@ -29,7 +40,7 @@ def mask_matrices(length: int = 6, prefix_length: int = 3, padding: int = 1) -> 
     Args:
         length: tokens in each example sequence (the seq2seq decoder and encoder use the same length).
         prefix_length: tokens in the prefix LM's bidirectional prefix.
-        padding: padding tokens at the end of the encoder input (encoder and cross-attention panels).
+        padding: padding tokens at the end of the example input of the bidirectional panels (encoder, cross).
     """
     if not 0 <= prefix_length <= length or not 0 <= padding < length:
         raise ValueError(
@@ -38,18 +49,19 @@ def mask_matrices(length: int = 6, prefix_length: int = 3, padding: int = 1) -> 
     config = get_config("prefix-lm-tiny")
     config._attn_implementation = "eager"  # eager materialises the mask as a float matrix (0 = attend)
     states = torch.zeros(1, length, config.hidden_size)  # (B, T, hidden): only the shape matters
-    encoder_padding = torch.ones(1, length, dtype=torch.long)
-    encoder_padding[:, length - padding :] = 0
+    padded = torch.ones(1, length, dtype=torch.long)
+    padded[:, length - padding :] = 0
     prefix_mask = (torch.arange(length) < prefix_length).long().unsqueeze(0)  # (1, T)
-
-    masks = {
-        "encoder": (bidirectional_mask(config, states, encoder_padding), False),
-        "decoder": (causal_mask(config, states, None, None), True),
-        "prefix-lm": (prefix_lm_mask(config, states, None, None, prefix_mask), True),
-        "seq2seq-self": (causal_mask(config, states, None, None), True),
-        "seq2seq-cross": (cross_attention_mask(config, states, states, encoder_padding), False),
-    }
-    return {name: _may_attend(mask, length, causal) for name, (mask, causal) in masks.items()}
+    matrices = {}
+    for name, (_, pattern) in PANELS.items():
+        if pattern == "cross":
+            mask = cross_attention_mask(config, states, states, padded)
+        else:  # the builder the stack of that pattern calls, with the keyword arguments the stack passes
+            attention_mask = padded if pattern == "bidirectional" else None
+            builder = SELF_ATTENTION_MASKS[pattern]
+            mask = builder(config, states, attention_mask=attention_mask, cache=None, prefix_mask=prefix_mask)
+        matrices[name] = _may_attend(mask, length, causal=pattern in ("causal", "prefix"))
+    return matrices
 
 
 def _may_attend(mask: torch.Tensor | None, length: int, causal: bool) -> torch.BoolTensor:
@@ -74,12 +86,12 @@ def draw(matrices: dict[str, torch.BoolTensor], output: Path, prefix_length: int
         configuration, pattern = PANELS[name]
         length = matrix.shape[-1]
         axis.imshow(matrix.int().numpy(), cmap=colours, vmin=0, vmax=1)
-        axis.set_title(f"{configuration}\n{pattern}", fontsize=10)
-        side = ("encoder ", "decoder ") if name == "seq2seq-cross" else ("", "")
+        axis.set_title(f"{configuration}\n{SUBTITLES[pattern]}", fontsize=10)
+        side = ("encoder ", "decoder ") if PANELS[name][1] == "cross" else ("", "")
         axis.set_xlabel(f"{side[0]}key")
         axis.set_ylabel(f"{side[1]}query")
         key_labels = [str(i) for i in range(length)]
-        if name in ("encoder", "seq2seq-cross"):
+        if PANELS[name][1] in ("bidirectional", "cross"):
             for i in range(length - padding, length):
                 key_labels[i] = "pad"
         axis.set_xticks(range(length), key_labels, fontsize=8)
@@ -88,7 +100,7 @@ def draw(matrices: dict[str, torch.BoolTensor], output: Path, prefix_length: int
         axis.set_yticks([i - 0.5 for i in range(1, length)], minor=True)
         axis.grid(which="minor", color="white", linewidth=1.5)
         axis.tick_params(which="minor", length=0)
-        if name == "prefix-lm" and prefix_length:
+        if PANELS[name][1] == "prefix" and prefix_length:
             edge = prefix_length - 0.5
             axis.plot([-0.5, edge, edge, -0.5, -0.5], [-0.5, -0.5, edge, edge, -0.5], color="#e07b39", linewidth=2)
     figure.suptitle("Who attends to whom (dark = may attend; the prefix is outlined)", fontsize=11)
