@@ -1,29 +1,39 @@
-"""The benchmark script runs end to end at a micro size and writes well-formed results (structure only, no timings)."""
+"""The benchmark runs end to end at a micro size and writes well-formed results (structure only, no timings); its
+targets are one list that every verdict, summary line and the README's list of targets read."""
 
-import importlib.util
 import json
 import math
+import subprocess
 import sys
+from fnmatch import fnmatchcase
+from itertools import product
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/bench.py` has it: the modules import each other by name
+
+import bench  # noqa: E402
+import memory  # noqa: E402
+import mfu  # noqa: E402
+import packing  # noqa: E402
+import pairs  # noqa: E402
+import report  # noqa: E402
+import targets  # noqa: E402
+from settings import SIZES, Settings  # noqa: E402
+
+from fourfold.configuration.presets import ARCHITECTURE_OPTIONS, bart_like, bert_like, gpt2_like, llama_like  # noqa: E402
+
+METRICS = ("train", "mfu", "forward", "generate_b1", "generate_b2", "generate_b8", "memory", "graph_breaks")
+COMPARISONS = (*pairs.PAIRS, *pairs.EXTRA_COMPARISONS, *(f"compile-{name}" for name in targets.GRAPH_BREAK_MODELS))
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("fourfold_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def result(bench):
-    settings = bench.Settings(repeats=1, min_sample_s=0.0, retries=0, memory=False, graph_breaks=False)
+def result():
+    settings = Settings(repeats=1, min_sample_s=0.0, retries=0, memory=False, graph_breaks=False)
     return bench.run_benchmark(["micro"], settings, pairs=["encoder", "prefix-lm", "t5"], log=lambda message: None)
 
 
@@ -40,26 +50,50 @@ def test_rows_cover_every_metric_of_every_pair(result):
             assert len(row["ours_seconds"]) == len(row["peer_seconds"]) == 1
             assert row["ours"] > 0 and row["peer"] > 0 and math.isclose(row["ratio"], row["ours"] / row["peer"])
     train = {row["pair"]: row for row in rows if row["metric"] == "train"}
-    assert train["encoder"]["target"] == 1.3 and train["t5"]["target"] == 1.1 and train["prefix-lm"]["target"] == 0.95
     assert train["encoder"]["ours_class"] == "FourfoldEncoderForMaskedLM"
     assert train["encoder"]["peer_class"] == "BertForMaskedLM"
     assert train["t5"]["ours_attn"] == train["t5"]["peer_attn"] == "sdpa"
 
 
-def test_packing_row_compares_the_same_real_tokens(bench, result):
+def test_every_row_records_the_target_of_the_list(result):
+    rows = result["sizes"]["micro"]["rows"]
+    for row in rows:
+        target = targets.target_for(row["pair"], row["metric"], "micro", "cpu")
+        assert row["target"] == (None if target is None else target.threshold), (row["pair"], row["metric"])
+        assert row["met"] == (None if target is None else target.holds(target.value(row)))
+    judged = {(row["pair"], row["metric"]) for row in rows if row["target"] is not None}
+    assert {("encoder", "train"), ("prefix-lm", "train"), ("t5", "train"), ("t5", "forward")} <= judged
+    assert ("prefix-lm", "forward") not in judged  # its peer is our own decoder: training is its only target
+    assert not any(metric == "mfu" for _, metric in judged)  # MFU is judged at the small size only
+
+
+def test_targets_are_well_formed_and_never_overlap():
+    for target in targets.TARGETS:
+        assert set(target.pairs) <= set(COMPARISONS), target.label
+        assert all(any(fnmatchcase(m, p) for m in METRICS) for p in target.metrics), target.label
+        assert target.rationale and "{" not in target.text, target.label
+    for pair, metric, size, device in product(COMPARISONS, METRICS, SIZES, ("cpu", "cuda")):
+        rows_targets = [
+            t for t in targets.TARGETS if not t.summary_only and t.covers(pair, metric, device) and t.judged_at(size)
+        ]
+        assert len(rows_targets) <= 1, (pair, metric, size, device, [t.label for t in rows_targets])
+
+
+def test_packing_row_compares_the_same_real_tokens(result):
     (row,) = [row for row in result["sizes"]["micro"]["rows"] if row["pair"] == "packing"]
-    assert row["metric"] == "train" and row["unit"] == "non-pad tokens/s" and row["target"] == 1.5
+    target = targets.target_for("packing", "train", "micro", "cpu")
+    assert row["metric"] == "train" and row["unit"] == "non-pad tokens/s" and row["target"] == target.threshold
     assert len(row["ours_seconds"]) == len(row["peer_seconds"]) == 1
     assert row["ours"] > 0 and row["peer"] > 0 and math.isclose(row["ratio"], row["ours"] / row["peer"])
-    size = bench.SIZES["micro"]
-    assert row["real_tokens"] == bench.PACKED_BATCHES * size.batch * size.seq  # per side, the same tokens
-    assert row["ours_rows"] == bench.PACKED_BATCHES * size.batch and 0 <= row["peer_padding_fraction"] < 1
-    assert row["met"] == (row["ratio"] >= 1.5)
+    size = SIZES["micro"]
+    assert row["real_tokens"] == packing.PACKED_BATCHES * size.batch * size.seq  # per side, the same tokens
+    assert row["ours_rows"] == packing.PACKED_BATCHES * size.batch and 0 <= row["peer_padding_fraction"] < 1
+    assert row["met"] == (row["ratio"] >= target.threshold)
 
 
-def test_packing_batches_hold_the_same_documents_both_ways(bench):
-    size = bench.SIZES["tiny"]  # builds batches only: paragraphs up to 128 tokens, so the padded side pads
-    data = bench.packing_batches(size, bench.Settings())
+def test_packing_batches_hold_the_same_documents_both_ways():
+    size = SIZES["tiny"]  # builds batches only: paragraphs up to 128 tokens, so the padded side pads
+    data = packing.packing_batches(size, Settings())
     packed, padded = data["packed"], data["padded"]
     assert all("attention_mask" not in batch and "position_ids" in batch for batch in packed)
     assert all(batch["input_ids"].shape == (size.batch, size.seq) for batch in packed)
@@ -73,8 +107,8 @@ def test_packing_batches_hold_the_same_documents_both_ways(bench):
     assert starts >= data["documents"]  # every document restarts the positions (and every row start does too)
 
 
-def test_json_and_markdown_outputs(bench, result, tmp_path):
-    json_path, md_path = bench.write_outputs(result, tmp_path)
+def test_json_and_markdown_outputs(result, tmp_path):
+    json_path, md_path = report.write_outputs(result, tmp_path)
     loaded = json.loads(json_path.read_text())
     assert {"machine", "settings", "load_avg_start", "load_avg_end", "matmul_peak", "flops_formula", "sizes"} <= set(
         loaded
@@ -84,39 +118,85 @@ def test_json_and_markdown_outputs(bench, result, tmp_path):
     markdown = md_path.read_text()
     assert markdown.startswith("Machine: ")
     assert "### micro:" in markdown
-    measurements, _, targets = markdown.partition("## Targets")
+    measurements, _, summary_text = markdown.partition("## Targets")
     table = [line for line in measurements.splitlines() if line.startswith("| ")]
     header, body = table[0], table[1:]  # the |---| rule does not start with "| "
     assert header.startswith("| comparison | metric | ours | peer | ours/peer | target | met |")
     assert len(body) == len(result["sizes"]["micro"]["rows"])
     assert any(line.startswith("| encoder vs BertForMaskedLM | training step") for line in body)
-    packing = "| ours llama: packed vs padded (Moby-Dick paragraphs) | training step (non-pad tokens/s) |"
-    assert any(line.startswith(packing) for line in body)
+    packed = "| ours llama: packed vs padded (Moby-Dick paragraphs) | training step (non-pad tokens/s) |"
+    assert any(line.startswith(packed) for line in body)
     assert "Packed vs padded: the same " in measurements
-    summary = [line for line in targets.splitlines() if line.startswith("| ")]
+    summary = [line for line in summary_text.splitlines() if line.startswith("| ")]
     assert summary[0].startswith("| target | micro: worst measured | met |")
-    assert len(summary) == 1 + len(bench.TARGET_SUMMARY)
+    on_cpu = [target.text for target in targets.TARGETS if target.judged_on("cpu")]  # the GPU target is left out
+    assert [line.split(" | ")[0].removeprefix("| ") for line in summary[1:]] == on_cpu
 
 
-def test_readme_section_is_replaced_between_markers(bench, result, tmp_path):
+def test_readme_sections_are_replaced_between_markers(result, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{bench.README_START}\nold table\n{bench.README_END}\noutro\n")
-    bench.update_readme(result, readme, note="a note")
+    readme.write_text(
+        f"intro\n{report.TARGETS_START}\nold list\n{report.TARGETS_END}\n"
+        f"middle\n{report.README_START}\nold table\n{report.README_END}\noutro\n"
+    )
+    report.update_readme(result, readme, note="a note")
     text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "\nmiddle\n" in text
+    assert "old table" not in text and "old list" not in text
     assert "a note" in text and "### Targets" in text and "### micro:" in text
+    assert report.targets_list() in text
 
 
-def test_peak_memory_worker_reports_a_growth(bench):
-    settings = bench.Settings()
-    measured = bench.peak_training_memory("llama", "ours", bench.SIZES["micro"], settings)
+def test_benchmarks_readme_reads_the_targets_list():
+    """The README's list of targets is the one `report.targets_list` renders, and its measured summary (from the
+    last full run) has one line per CPU target, in the list's words."""
+    text = (BENCHMARKS / "README.md").read_text()
+    assert report.update_targets_list(text) == text, "run report.update_targets_list on benchmarks/README.md"
+    measured = text.partition(report.README_START)[2].partition("### All measurements")[0]
+    labels = [line.split(" | ")[0].removeprefix("| ") for line in measured.splitlines() if line.startswith("| ")]
+    assert labels[1:] == [target.text for target in targets.TARGETS if target.judged_on("cpu")]
+
+
+@pytest.mark.parametrize(
+    ("pair", "flavour"),
+    [
+        ("encoder", bert_like()),
+        ("gpt2", gpt2_like()),
+        ("llama", llama_like(tie_word_embeddings=True)),  # tied on both sides of the comparison
+        ("prefix-lm", llama_like(tie_word_embeddings=True)),
+        ("bart", bart_like()),
+    ],
+)
+def test_ours_is_built_from_the_flavour(pair, flavour):
+    config = pairs.PAIRS[pair].ours(SIZES["micro"]).config
+    expected = type(config)(**flavour)  # as the config class completes it (transformers fills in rope_parameters)
+    for name in ARCHITECTURE_OPTIONS:
+        assert getattr(config, name) == getattr(expected, name), name
+
+
+def test_peak_memory_worker_reports_a_growth():
+    measured = memory.peak_training_memory("llama", "ours", SIZES["micro"], Settings())
     assert measured["peak_mib"] >= 0 and measured["method"]
 
 
-def test_flops_count_every_matmul_once(bench):
-    size, settings = bench.SIZES["micro"], bench.Settings()
-    model = bench.build_model(bench.ours_llama, size, settings)
+def test_memory_runs_in_a_subprocess_of_the_script():
+    measured = memory.memory_in_subprocess("llama", "ours", "micro", Settings(threads=1))
+    assert "error" not in measured, measured.get("error")
+    assert measured["peak_mib"] >= 0 and measured["method"].startswith("VmHWM")
+
+
+def test_help_from_the_repository_root():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--size" in done.stdout and "--update-readme" in done.stdout
+
+
+def test_flops_count_every_matmul_once():
+    size, settings = SIZES["micro"], Settings()
+    model = pairs.build_model(pairs.ours_llama, size, settings)
     h, f, v, layers = size.hidden, model.config.intermediate_size, size.vocab, size.layers
-    assert bench.matmul_parameters(model) == layers * (4 * h * h + 3 * h * f) + v * h  # tied LM head once
-    gpt2 = bench.build_model(bench.peer_gpt2, size, settings)  # Conv1D layers count too
-    assert bench.matmul_parameters(gpt2) == layers * (4 * h * h + 2 * h * 4 * h) + v * h
+    assert mfu.matmul_parameters(model) == layers * (4 * h * h + 3 * h * f) + v * h  # tied LM head once
+    gpt2 = pairs.build_model(pairs.peer_gpt2, size, settings)  # Conv1D layers count too
+    assert mfu.matmul_parameters(gpt2) == layers * (4 * h * h + 2 * h * 4 * h) + v * h
