@@ -53,6 +53,7 @@ from transformers import (
 )
 from transformers.activations import ACT2FN
 
+from fourfold.configuration.presets import bart_like, bert_like, gpt2_like, llama_like
 from fourfold.hub_cards import write_model_card
 from fourfold.modeling import FourfoldPreTrainedModel
 from fourfold.training.architectures import ARCHITECTURES
@@ -174,23 +175,17 @@ def _bert_config(c: PretrainedConfig, has_head: bool, problems: list[str]) -> di
         problems.append(f"position_embedding_type={c.position_embedding_type!r}: only learned absolute positions.")
     if getattr(c, "is_decoder", False) or getattr(c, "add_cross_attention", False):
         problems.append("is_decoder/add_cross_attention: BERT used as a decoder has no fourfold equivalent.")
-    kwargs = dict(
+    kwargs = bert_like(
         vocab_size=c.vocab_size,
         hidden_size=c.hidden_size,
         num_hidden_layers=c.num_hidden_layers,
         num_attention_heads=c.num_attention_heads,
         intermediate_size=c.intermediate_size,
         max_position_embeddings=c.max_position_embeddings,
-        norm_position="post",
-        norm_type="layernorm",
         norm_eps=c.layer_norm_eps,
         hidden_act=c.hidden_act,
-        mlp_type="plain",
-        attention_bias=True,
-        mlp_bias=True,
-        position_embedding_type="absolute",
         type_vocab_size=c.type_vocab_size,
-        embedding_norm=True,
+        tie_word_embeddings=getattr(c, "tie_word_embeddings", True),
         hidden_dropout=c.hidden_dropout_prob,
         attention_dropout=c.attention_probs_dropout_prob,
         classifier_dropout=c.classifier_dropout,
@@ -216,21 +211,16 @@ def _gpt2_config(c: PretrainedConfig, has_head: bool, problems: list[str]) -> di
         problems.append("scale_attn_by_inverse_layer_idx=True: fourfold has no per-layer attention scaling.")
     if c.add_cross_attention:
         problems.append("add_cross_attention=True: a GPT-2 decoder with cross-attention has no fourfold equivalent.")
-    return dict(
+    return gpt2_like(
         vocab_size=c.vocab_size,
         hidden_size=c.n_embd,
         num_hidden_layers=c.n_layer,
         num_attention_heads=c.n_head,
         intermediate_size=c.n_inner or 4 * c.n_embd,
         max_position_embeddings=c.n_positions,
-        norm_position="pre",
-        norm_type="layernorm",
         norm_eps=c.layer_norm_epsilon,
         hidden_act=c.activation_function,
-        mlp_type="plain",
-        attention_bias=True,
-        mlp_bias=True,
-        position_embedding_type="absolute",
+        tie_word_embeddings=getattr(c, "tie_word_embeddings", True),
         hidden_dropout=c.resid_pdrop,
         attention_dropout=c.attn_pdrop,
     )
@@ -242,7 +232,7 @@ def _llama_config(c: PretrainedConfig, has_head: bool, problems: list[str]) -> d
         problems.append(f"sliding_window={c.sliding_window}: fourfold has no sliding-window attention.")
     if (getattr(c, "pretraining_tp", 1) or 1) > 1:
         problems.append(f"pretraining_tp={c.pretraining_tp}: sliced tensor-parallel projections are not supported.")
-    return dict(
+    return llama_like(
         vocab_size=c.vocab_size,
         hidden_size=c.hidden_size,
         num_hidden_layers=c.num_hidden_layers,
@@ -251,15 +241,12 @@ def _llama_config(c: PretrainedConfig, has_head: bool, problems: list[str]) -> d
         head_dim=c.head_dim,
         intermediate_size=c.intermediate_size,
         max_position_embeddings=c.max_position_embeddings,
-        norm_position="pre",
-        norm_type="rmsnorm",
         norm_eps=c.rms_norm_eps,
         hidden_act=c.hidden_act,
-        mlp_type="gated",
         attention_bias=getattr(c, "attention_bias", False),  # Mistral has no bias options
         mlp_bias=getattr(c, "mlp_bias", False),
-        position_embedding_type="rope",
         rope_parameters=copy.deepcopy(c.rope_parameters),
+        tie_word_embeddings=getattr(c, "tie_word_embeddings", False),
         attention_dropout=c.attention_dropout,
     )
 
@@ -277,7 +264,7 @@ def _bart_config(c: PretrainedConfig, has_head: bool, problems: list[str]) -> di
             )
     if not c.tie_word_embeddings:
         problems.append("tie_word_embeddings=False: fourfold-seq2seq always ties the output projection.")
-    return dict(
+    return bart_like(
         vocab_size=c.vocab_size,
         hidden_size=c.d_model,
         num_hidden_layers=c.encoder_layers,
@@ -285,18 +272,9 @@ def _bart_config(c: PretrainedConfig, has_head: bool, problems: list[str]) -> di
         num_attention_heads=c.encoder_attention_heads,
         intermediate_size=c.encoder_ffn_dim,
         max_position_embeddings=c.max_position_embeddings,
-        norm_position="post",
-        norm_type="layernorm",
-        norm_eps=1e-5,  # BART's nn.LayerNorm default
         hidden_act=c.activation_function,
-        mlp_type="plain",
-        attention_bias=True,
-        mlp_bias=True,
-        position_embedding_type="absolute",
-        position_offset=2,  # BartLearnedPositionalEmbedding's fixed offset
-        embedding_norm=True,
         scale_embeddings=c.scale_embedding,
-        lm_head_bias=has_head,
+        lm_head_bias=has_head,  # BART's final_logits_bias lives in the generation head only
         hidden_dropout=c.dropout,
         attention_dropout=c.attention_dropout,
         classifier_dropout=c.classifier_dropout,
@@ -391,7 +369,6 @@ def convert(
         kwargs[name] = getattr(source.config, name, None)
     record = ARCHITECTURES[architecture]
     config = record.config_class(
-        tie_word_embeddings=getattr(source.config, "tie_word_embeddings", True),
         initializer_range=getattr(source.config, "initializer_range", getattr(source.config, "init_std", 0.02)),
         **kwargs,
     )
