@@ -12,6 +12,7 @@ import copy
 from typing import ClassVar, Literal, get_args
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 # The enumerated options: the field types below, and the choices their validators accept.
 NormPosition = Literal["pre", "post"]
@@ -151,6 +152,17 @@ class FourfoldConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Checks every architecture option; each error names the argument and the fix."""
+        for name in _SIZES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a whole number >= 1 (a size of the model).")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps={self.norm_eps!r} must be > 0 (it keeps the norm's division finite).")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"hidden_act={self.hidden_act!r} is not an activation transformers knows; choose one of ACT2FN's, "
+                "e.g. 'silu' (SwiGLU with mlp_type='gated'), 'gelu', 'gelu_new', 'relu'."
+            )
         _choose("norm_position", self.norm_position, _NORM_POSITIONS)
         _choose("norm_type", self.norm_type, _NORM_TYPES)
         _choose("mlp_type", self.mlp_type, _MLP_TYPES)
@@ -173,6 +185,8 @@ class FourfoldConfig(PreTrainedConfig):
                 "padding_aware_positions=True gives pad tokens position -1: it needs position_embedding_type="
                 "'absolute', position_offset >= 1 and a pad_token_id. Set those, or padding_aware_positions=False."
             )
+        if self.head_dim < 1:
+            raise ValueError(f"head_dim={self.head_dim} must be >= 1: raise hidden_size or set head_dim.")
         if self.position_embedding_type == "rope" and self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary position embeddings.")
         if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 0:
@@ -239,11 +253,27 @@ class FourfoldSeq2SeqConfig(FourfoldConfig):
 
     def validate_architecture(self):
         super().validate_architecture()
+        if isinstance(self.num_decoder_layers, bool) or not isinstance(self.num_decoder_layers, int):
+            raise ValueError(f"num_decoder_layers={self.num_decoder_layers!r} must be a whole number >= 1.")
+        if self.num_decoder_layers < 1:
+            raise ValueError(f"num_decoder_layers={self.num_decoder_layers} must be >= 1 (the decoder's depth).")
         if not self.tie_word_embeddings:
             raise ValueError(
                 "fourfold-seq2seq shares one embedding between encoder, decoder and output projection: "
                 "tie_word_embeddings must be True."
             )
+
+
+# Sizes that must be whole numbers >= 1 (head_dim and intermediate_size once derived).
+_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
 
 
 def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:

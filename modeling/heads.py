@@ -48,6 +48,7 @@ from .modeling_fourfold import (
     FourfoldPreTrainedModel,
     FourfoldSeq2SeqModel,
     FourfoldStack,
+    check_labels,
 )
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -131,6 +132,8 @@ def default_prefix_mask(
 def sequence_classification_loss(model: FourfoldPreTrainedModel, logits, labels, **kwargs):
     if labels is None:
         return None
+    if not labels.is_floating_point():  # single-label classes; regression and multi-label targets are floats
+        check_labels(labels, model.config.num_labels, logits.shape[:1], what="sequence")
     return model.loss_function(logits=logits, labels=labels, pooled_logits=logits, config=model.config, **kwargs)
 
 
@@ -139,6 +142,8 @@ def lm_loss_and_logits(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """`model.lm_head` over the final hidden states and the loss: chunked in training (no logits, see `loss.py`),
     else full logits and `model.loss_function` (the causal loss shifts; the seq2seq loss does not)."""
+    if labels is not None:
+        check_labels(labels, model.config.vocab_size, hidden_states.shape[:-1])
     if use_chunked_loss(model, model.lm_head, labels, logits_to_keep):
         chunk_size = model.config.loss_chunk_size
         return chunked_lm_loss(hidden_states, model.lm_head, labels, shift=shift, chunk_size=chunk_size, **kwargs), None
@@ -216,6 +221,8 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        if labels is not None:
+            check_labels(labels, self.config.vocab_size, hidden_states.shape[:2])
         head = self.lm_head
         # The sparse path bypasses the head's own call (a PEFT-wrapped or hooked head keeps it) and its decoder's.
         if training_fast_path(self, head, FourfoldMaskedLMHead) and use_chunked_loss(self, head.decoder, labels):
@@ -323,7 +330,10 @@ class FourfoldEncoderForTokenClassification(FourfoldPreTrainedModel):
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
-        loss = None if labels is None else self.loss_function(logits, labels, self.config, **kwargs)
+        loss = None
+        if labels is not None:
+            check_labels(labels, self.config.num_labels, logits.shape[:2])
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -413,7 +423,10 @@ class FourfoldEncoderForMultipleChoice(FourfoldPreTrainedModel):
         scores = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))  # (B*C, 1)
         logits = scores.view(-1, num_choices)  # (B, C)
         # No "ForMultipleChoice" entry in transformers' loss mapping: plain cross-entropy over the choices.
-        loss = None if labels is None else nn.functional.cross_entropy(logits, labels.to(logits.device))
+        loss = None
+        if labels is not None:
+            check_labels(labels, num_choices, logits.shape[:1], what="question")
+            loss = nn.functional.cross_entropy(logits, labels.to(logits.device))
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -668,7 +681,10 @@ class FourfoldDecoderForTokenClassification(FourfoldPreTrainedModel):
             **kwargs,
         )
         logits = self.score(self.dropout(outputs.last_hidden_state))
-        loss = None if labels is None else self.loss_function(logits, labels, self.config, **kwargs)
+        loss = None
+        if labels is not None:
+            check_labels(labels, self.config.num_labels, logits.shape[:2])
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -721,6 +737,8 @@ class FourfoldSeq2SeqForConditionalGeneration(FourfoldPreTrainedModel, Generatio
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
+        if labels is not None:  # checked here: shifted into decoder_input_ids, a bad label would read as a bad id
+            check_labels(labels, self.config.vocab_size)
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         outputs = self.model(

@@ -367,6 +367,31 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         )
 
 
+def check_labels(
+    labels: torch.Tensor, num_classes: int, shape: tuple[int, ...] | torch.Size | None = None, what: str = "token"
+) -> None:
+    """Class-id labels (token ids for the LM heads, classes for the classifiers) must be -100 (ignored) or in
+    [0, num_classes), and have the outputs' `shape` (one per `what`). Shapes are checked everywhere; values on the
+    CPU with a clear error, on accelerators with an asynchronous device assert (no host sync)."""
+    if shape is not None and tuple(labels.shape) != tuple(shape):
+        raise ValueError(
+            f"labels have shape {tuple(labels.shape)}; expected {tuple(shape)}, one label per {what} (-100 to "
+            "ignore one). Build them with the inputs they belong to (the collator pads both alike)."
+        )
+    if labels.is_floating_point():  # regression / multi-label targets: not class ids
+        return
+    valid = (labels == -100) | ((labels >= 0) & (labels < num_classes))
+    if labels.device.type == "cpu" and not torch.compiler.is_compiling():
+        if labels.numel() and not valid.all():
+            bad = labels[~valid].unique()[:5].tolist()
+            raise ValueError(
+                f"labels contain {bad}, outside [0, {num_classes}) and not -100 (ignored): each label is a class id "
+                f"below {num_classes}. Check the label vocabulary (num_labels, or the tokenizer for an LM head)."
+            )
+    else:
+        torch._assert_async(valid.all(), f"labels outside [0, {num_classes}) and not -100")
+
+
 def check_prefix_mask(prefix_mask: torch.Tensor, batch_size: int, total_length: int | torch.Tensor) -> None:
     static_cache = isinstance(total_length, torch.Tensor)  # its count is checked on the device, without a sync
     if (

@@ -139,3 +139,49 @@ def test_input_ids_and_inputs_embeds_together():
         model(input_ids=IDS, inputs_embeds=torch.zeros(1, 5, 64))
     with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
         model()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Labels and config sizes: a ValueError naming the argument (not an index error deep in a loss or an embedding)
+# --------------------------------------------------------------------------------------------------------------------
+
+LABEL_CASES = [
+    ("decoder", "FourfoldDecoderForCausalLM", {"labels": torch.tensor([[5, 6, 7, 8, 101]])}, r"labels contain \[101\]"),
+    ("decoder", "FourfoldDecoderForCausalLM", {"labels": torch.tensor([[5, 6, 7]])}, r"labels have shape \(1, 3\)"),
+    ("encoder", "FourfoldEncoderForMaskedLM", {"labels": torch.tensor([[-100, 500, -100, -100, 5]])}, r"\[500\]"),
+    ("encoder", "FourfoldEncoderForTokenClassification", {"labels": torch.tensor([[0, 1, 2, 3, -5]])}, r"\[-5, 3\]"),
+    ("encoder", "FourfoldEncoderForSequenceClassification", {"labels": torch.tensor([7])}, r"outside \[0, 3\)"),
+    ("encoder", "FourfoldEncoderForSequenceClassification", {"labels": torch.tensor([0, 1])}, "one label per sequence"),
+    ("decoder", "FourfoldDecoderForSequenceClassification", {"labels": torch.tensor([3])}, r"\[3\]"),
+    # Shifted into decoder_input_ids, an out-of-range label used to be reported as a bad input id.
+    ("seq2seq", "FourfoldSeq2SeqForConditionalGeneration", {"labels": torch.tensor([[5, 999]])}, "labels contain"),
+]
+
+
+@pytest.mark.parametrize(("architecture", "head", "kwargs", "message"), LABEL_CASES, ids=[c[1] for c in LABEL_CASES])
+def test_bad_labels_are_named(architecture, head, kwargs, message):
+    model = getattr(modeling, head)(tiny_config(architecture, num_labels=3))
+    for mode in ("eval", "train"):  # the plain path and the training fast path (chunked loss, sparse MLM head)
+        getattr(model, mode)()
+        with pytest.raises(ValueError, match=message):
+            model(input_ids=IDS, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hidden_size": 0}, "hidden_size=0 must be a whole number >= 1"),
+        ({"num_key_value_heads": 0}, "num_key_value_heads=0 must be a whole number >= 1"),
+        ({"num_hidden_layers": -1}, "num_hidden_layers=-1"),
+        ({"intermediate_size": 2.5}, "intermediate_size=2.5"),
+        ({"hidden_act": "nope"}, "hidden_act='nope' is not an activation"),
+        ({"norm_eps": 0}, "norm_eps=0 must be > 0"),
+        ({"head_dim": 0}, "head_dim=0 must be >= 1"),
+    ],
+)
+def test_config_sizes_and_activation_are_checked(overrides, message):
+    for architecture in ("encoder", "seq2seq"):
+        with pytest.raises(ValueError, match=message):
+            tiny_config(architecture, **overrides)
+    with pytest.raises(ValueError, match="num_decoder_layers=0 must be >= 1"):
+        tiny_config("seq2seq", num_decoder_layers=0)
