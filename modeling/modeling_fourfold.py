@@ -15,6 +15,7 @@ answer decoding in `question_answering.py`. Reading order: configuration_fourfol
 heads.
 """
 
+import inspect
 import os
 from typing import ClassVar
 
@@ -121,16 +122,32 @@ class FourfoldPreTrainedModel(PreTrainedModel):
         push_to_hub = kwargs.pop("push_to_hub", False)  # upload only once the code files are in place
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            here = os.path.dirname(os.path.abspath(__file__))
-            for name in sorted(os.listdir(here)):
-                if name.endswith(".py") and name != "__init__.py":
-                    with open(os.path.join(here, name), "rb") as source:
-                        code = source.read()
-                    with open(os.path.join(save_directory, name), "wb") as target:
-                        target.write(code)
+            for path in hub_module_files():
+                with open(path, "rb") as source:
+                    code = source.read()
+                with open(os.path.join(save_directory, os.path.basename(path)), "wb") as target:
+                    target.write(code)
         if push_to_hub:
             repo_id = kwargs.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), commit_message=kwargs.get("commit_message"))
+
+
+def hub_module_files() -> list[str]:
+    """The files of every module that travels with a checkpoint: this folder but its `__init__`.
+
+    Named here by relative imports, on purpose: a checkpoint loaded with `trust_remote_code=True` runs from a copy
+    that transformers makes of the class's module and of every module it imports relatively, recursively. These lazy
+    imports make that copy the whole set whichever class was loaded, so a model loaded that way and saved again (by
+    `save_pretrained`, sentence-transformers, TRL) still carries every module its config's `auto_map` names.
+    """
+    from .heads import FourfoldPooler
+    from .loss import chunked_lm_loss
+    from .pipelines import register_pipelines
+    from .question_answering import decode_answers
+
+    members = (FourfoldConfig, with_cache, FourfoldBlock, cross_attention_mask, FourfoldStack, FourfoldPooler)
+    members += (chunked_lm_loss, register_pipelines, decode_answers)
+    return sorted({inspect.getfile(member) for member in members})
 
 
 class FourfoldStack(FourfoldPreTrainedModel):

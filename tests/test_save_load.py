@@ -195,6 +195,35 @@ def test_remote_code_loads_without_fourfold(checkpoints, tmp_path):
     assert f"checked {len(CASES)}" in stdout
 
 
+RESAVE_SCRIPT = """
+import os, sys
+import transformers
+
+folder, resaved = sys.argv[1], sys.argv[1] + "-resaved"
+# The base model class alone: transformers copies only modeling_fourfold.py and what it imports.
+model = transformers.AutoModel.from_pretrained(folder, trust_remote_code=True)
+model.save_pretrained(resaved)
+print("files:", " ".join(sorted(n for n in os.listdir(resaved) if n.endswith(".py"))))
+for name in ("AutoModelForCausalLM", "AutoModelForSequenceClassification"):
+    getattr(transformers, name).from_pretrained(resaved, trust_remote_code=True)
+print("reloaded")
+"""
+
+
+def test_hub_module_files_are_the_whole_folder():
+    from fourfold.modeling.modeling_fourfold import hub_module_files
+
+    assert [Path(path).name for path in hub_module_files()] == HUB_FILES
+
+
+def test_a_remote_code_copy_saved_again_carries_every_module(tmp_path):
+    """Loaded without fourfold through one class and saved again (as sentence-transformers or TRL do), a checkpoint
+    still has every module its auto_map names, so the re-saved folder loads through every Auto class."""
+    build("fourfold-decoder", "FourfoldDecoderForCausalLM").save_pretrained(tmp_path / "decoder")
+    stdout = run_without_fourfold(RESAVE_SCRIPT, tmp_path / "decoder", tmp_path)
+    assert f"files: {' '.join(HUB_FILES)}" in stdout and "reloaded" in stdout
+
+
 def test_hub_code_imports_only_torch_transformers_stdlib_and_siblings():
     siblings = {path.stem for path in MODELING_DIR.glob("*.py")}
     allowed = {"torch", "transformers", "__future__"} | set(sys.stdlib_module_names)
