@@ -51,6 +51,13 @@ def _register() -> None:
 
 _register()
 
+# PEFT's default target modules for the four model types (`LoraConfig()` without target_modules works anywhere).
+try:
+    import peft  # noqa: F401  (a fourfold dependency; the Hub code registers only if it is already imported)
+except ImportError:
+    pass
+modeling.modeling_fourfold.register_peft_defaults()
+
 # The pipelines transformers 5 dropped (text2text generation, extractive QA), under fourfold's own task names.
 from .modeling.pipelines import register_pipelines  # noqa: E402
 

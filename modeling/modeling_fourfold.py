@@ -17,6 +17,7 @@ heads.
 
 import inspect
 import os
+import sys
 from typing import ClassVar
 
 import torch
@@ -80,6 +81,40 @@ AUTO_MAP: dict[str, dict[str, str]] = {
         "AutoModelForTextEncoding": "heads.FourfoldSeq2SeqEncoderModel",
     },
 }
+
+
+# PEFT's default target modules for the four model types, as PEFT ships them for Llama: LoRA and its kin adapt the
+# attention and MLP projections (in the seq2seq decoder the names also match cross-attention, as intended; a plain
+# MLP has no gate_proj, which PEFT skips), IA3 rescales keys, values and the MLP output.
+PEFT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PEFT_IA3_TARGET_MODULES = ["k_proj", "v_proj", "down_proj"]
+PEFT_IA3_FEEDFORWARD_MODULES = ["down_proj"]  # IA3 scales a feed-forward layer's input rather than its output
+
+
+def register_peft_defaults() -> bool:
+    """Adds fourfold's model types to PEFT's default target-module tables, if PEFT is imported (the Hub code never
+    imports it): then `LoraConfig(task_type=...)` without `target_modules` works on a fourfold model in any script.
+    `import fourfold` calls it, and so does loading a model class, so a checkpoint loaded with `trust_remote_code`
+    after `import peft` gets the defaults too. Idempotent; user entries are kept. Returns whether PEFT was there.
+
+    PEFT copies its LoRA table for each LoRA-like tuner (LoHa, LoKr, VeRA, ...) at import time, so every table named
+    `TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING` gets the entry.
+    """
+    constants = sys.modules.get("peft.utils.constants")
+    if constants is None:
+        return False
+    for name in dir(constants):
+        if name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_TARGET_MODULES_MAPPING"):
+            defaults = PEFT_IA3_TARGET_MODULES if "_IA3_" in name else PEFT_TARGET_MODULES
+            for model_type in AUTO_MAP:
+                getattr(constants, name).setdefault(model_type, list(defaults))
+    feedforward = getattr(constants, "TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING", None)
+    for model_type in AUTO_MAP if feedforward is not None else ():
+        feedforward.setdefault(model_type, list(PEFT_IA3_FEEDFORWARD_MODULES))
+    return True
+
+
+register_peft_defaults()  # a script that imported peft before loading a (remote-code) fourfold model
 
 
 class FourfoldPreTrainedModel(PreTrainedModel):
