@@ -28,6 +28,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .compat import CACHE_NAME, output_cache, resolve_cache, with_cache
@@ -50,6 +51,8 @@ from .modeling_fourfold import (
     FourfoldStack,
     check_labels,
 )
+
+logger = logging.get_logger(__name__)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Shared pieces
@@ -159,6 +162,28 @@ def shift_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id:
     shifted = labels.new_full(labels.shape, decoder_start_token_id)
     shifted[:, 1:] = labels[:, :-1]
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def prefix_from_labels(
+    labels: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The prompt as a prefix mask (batch, length): the tokens before each row's first labelled token (label !=
+    -100), restarting at every packed document (`position_ids` back at 0), padding left out.
+
+        labels        [-100 -100 -100   c    d   -100]    attention_mask [1 1 1 1 1 0]
+        prefix_mask   [  1    1    1    0    0    0  ]
+    """
+    labelled = (labels != -100).long()
+    seen = labelled.cumsum(-1)  # labelled tokens up to and including t
+    if position_ids is not None:  # packed: count from each document's start
+        starts = (position_ids == 0).expand_as(labels).clone()
+        starts[..., 0] = True
+        before_document = torch.where(starts, seen - labelled, torch.zeros_like(seen)).cummax(-1).values
+        seen = seen - before_document
+    prefix = (seen == 0).long()
+    if attention_mask is not None:
+        prefix = prefix * attention_mask[:, -labels.shape[-1] :].to(prefix.dtype)
+    return prefix
 
 
 def check_labels_outside_prefix(labels: torch.Tensor, prefix_mask: torch.Tensor) -> None:
@@ -488,8 +513,13 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
     """Prefix LM + language-modeling head.
 
     `prefix_mask` (batch, length): 1 = bidirectional prefix (the prompt). `labels` must be -100 inside the prefix
-    (checked). In `generate()` the prompt less its padding is the prefix unless `prefix_mask` is given
-    (`default_prefix_mask`); generated tokens are causal.
+    (checked). Without a `prefix_mask` the prompt is the prefix everywhere, by one rule:
+        training and evaluation (labels given): the tokens before each row's (each packed document's) first
+            labelled token, less padding (`prefix_from_labels`): what a prompt -> completion collator marks with
+            -100, as TRL's SFT does, so such trainers need not know about prefixes;
+        generation: the prompt less its padding (`default_prefix_mask`); generated tokens are causal;
+        a forward with neither (e.g. lm-eval's scoring) cannot tell the prompt: it reads the input causally, and
+            says so once.
     """
 
     config_class = FourfoldPrefixLMConfig
@@ -510,8 +540,16 @@ class FourfoldPrefixLMForCausalLM(FourfoldDecoderForCausalLM, GenerationMixin):
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        if labels is not None and prefix_mask is not None:
+        if labels is not None and prefix_mask is None:
+            prefix_mask = prefix_from_labels(labels, attention_mask, position_ids)
+        elif labels is not None:
             check_labels_outside_prefix(labels, prefix_mask)
+        elif prefix_mask is None and not torch.compiler.is_compiling():
+            logger.warning_once(
+                "FourfoldPrefixLMForCausalLM got neither prefix_mask nor labels, so it reads the whole input causally "
+                "(no prefix). Pass prefix_mask (1 on the prompt) to read a prompt bidirectionally, as generate() and "
+                "training with prompt labels (-100) do."
+            )
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
