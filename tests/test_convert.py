@@ -9,7 +9,9 @@ import json
 
 import pytest
 import torch
+import transformers
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
@@ -372,10 +374,53 @@ def test_unexpressible_options_are_all_listed():
         convert(source)
 
 
-def test_missing_head_weights_are_an_error(tmp_path):
+HEADLESS = {  # the base-model class each supported family saves without a head, and its config
+    "bert": lambda: BertModel(BertConfig(hidden_size=32, max_position_embeddings=64, **SIZES)),
+    "gpt2": lambda: transformers.GPT2Model(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB)),
+    "llama": lambda: transformers.LlamaModel(tiny_llama().config),
+    "bart": lambda: transformers.BartModel(tiny_bart().config),
+}
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("family", HEADLESS)
+@pytest.mark.parametrize("architectures_saved", [True, False], ids=["named", "unnamed"])
+def test_headless_checkpoints_convert_to_the_base_model(family, architectures_saved, tmp_path):
+    """A checkpoint without a head (the usual form of sentence-transformers and many Hub encoders) becomes the base
+    fourfold model with the same outputs, whether or not its config.json names its class; the record and the card
+    say that a head loaded on it starts fresh."""
+    torch.manual_seed(0)
+    source = HEADLESS[family]().eval()
+    source.save_pretrained(tmp_path / "source")
+    if not architectures_saved:
+        config = json.loads((tmp_path / "source" / "config.json").read_text())
+        config.pop("architectures")
+        (tmp_path / "source" / "config.json").write_text(json.dumps(config))
+    converted = convert(str(tmp_path / "source"), str(tmp_path / "out"))
+    if not architectures_saved and family in ("gpt2", "llama", "bart"):
+        # A tied LM head is the embedding itself: loaded as the LM class, nothing is missing and nothing is fresh.
+        assert type(converted).__name__.endswith(("ForCausalLM", "ForConditionalGeneration"))
+        converted = converted.model
+    else:
+        assert type(converted).__name__.endswith("Model") and "For" not in type(converted).__name__
+        assert json.loads((tmp_path / "out" / "conversion.json").read_text())["source_has_head"] is False
+        assert "a task head loaded on it" in (tmp_path / "out" / "README.md").read_text()
+    input_ids, attention_mask = batch(pad_token_id=source.config.pad_token_id or 0)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
+    if family == "bart":
+        inputs["decoder_input_ids"] = input_ids[:, :5]
+    expected, actual = source(**inputs).last_hidden_state, converted(**inputs).last_hidden_state
+    real = attention_mask.bool() if family != "bart" else slice(None)
+    assert (expected - actual)[real].abs().max() <= TOLERANCE
+
+
+def test_missing_base_weights_are_still_an_error(tmp_path):
     torch.manual_seed(0)
     BertModel(BertConfig(hidden_size=32, max_position_embeddings=64, **SIZES)).save_pretrained(tmp_path)
-    with pytest.raises(ConversionError, match=r"lacks weights of BertForMaskedLM: \['cls\.predictions"):
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["encoder.layer.0.attention.self.query.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConversionError, match=r"lacks weights of BertModel: \['encoder\.layer\.0\.attention"):
         convert(str(tmp_path))
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoTokenizer,
@@ -56,7 +57,7 @@ from transformers.activations import ACT2FN
 from fourfold.configuration.presets import bart_like, bert_like, gpt2_like, llama_like
 from fourfold.hub_cards import write_model_card
 from fourfold.modeling import FourfoldPreTrainedModel
-from fourfold.training.architectures import ARCHITECTURES
+from fourfold.training.architectures import ARCHITECTURES, architecture_of
 from fourfold.training.errors import UsageError, one_line
 
 logger = logging.getLogger(__name__)
@@ -385,18 +386,28 @@ def convert(
 
 
 def _load(name: str) -> PreTrainedModel:
-    """Loads a name or folder as its recipe's class; a checkpoint without the expected head is an error."""
-    model_type = getattr(AutoConfig.from_pretrained(name), "model_type", None)
+    """Loads a name or folder as its recipe's class: the head class, or the base class for a checkpoint that has no
+    head (a `BertModel`, as sentence-transformers and many Hub encoders save). Only missing head weights make a
+    base model; any other missing weight is an error."""
+    config = AutoConfig.from_pretrained(name)
+    model_type = getattr(config, "model_type", None)
     if model_type in NOT_SUPPORTED:
         raise ConversionError(NOT_SUPPORTED[model_type])
     if model_type not in RECIPES:
         raise ConversionError(f"Cannot convert model_type {model_type!r} ({name}); supported: {', '.join(RECIPES)}.")
-    load_class = RECIPES[model_type].load_class
+    recipe = RECIPES[model_type]
+    base_class = getattr(transformers, next(c for c, has_head in recipe.classes.items() if not has_head))
+    saved_as = (getattr(config, "architectures", None) or [None])[0]
+    load_class = base_class if saved_as == base_class.__name__ else recipe.load_class
     source, info = load_class.from_pretrained(name, output_loading_info=True)
-    if info["missing_keys"]:
+    missing = sorted(info["missing_keys"])
+    if missing and load_class is recipe.load_class and all(not k.startswith(f"{recipe.base_prefix}.") for k in missing):
+        source, info = base_class.from_pretrained(name, output_loading_info=True)  # the weights hold no head
+        missing = sorted(info["missing_keys"])
+    if missing:
         raise ConversionError(
-            f"{name} lacks weights of {load_class.__name__}: {sorted(info['missing_keys'])}. If it is a base model "
-            f"without a head, load it yourself (e.g. AutoModel.from_pretrained) and pass the model to convert()."
+            f"{name} lacks weights of {type(source).__name__}: {missing}",
+            "convert a complete checkpoint (the source's own from_pretrained should load it without missing weights)",
         )
     return source.eval()
 
@@ -511,6 +522,7 @@ def _save(
         "architecture": architecture,
         "fourfold_class": type(model).__name__,
         "dropped_weights": dropped,
+        "source_has_head": model.__class__ is not ARCHITECTURES[architecture].base_model,
         "verified_max_abs_diff": max_diff,
     }
     (Path(dst) / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -539,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.src} could not be loaded ({one_line(error)})", "pass a checkpoint folder or a Hub name"
         ) from error
     print(f"Converted {args.src} -> {args.dst} ({type(model).__name__}).")
+    if type(model) is architecture_of(model.config.model_type).base_model:
+        print("The source has no head: the checkpoint is the base model, and a head loaded on it starts fresh.")
     return 0
 
 
