@@ -10,8 +10,9 @@ Scoring takes, per example, the best span over all of its windows; when the data
                 [CLS] question [SEP]       context tokens 6 ... 15     [SEP]   answer here     -> its tokens
                                             '-- doc_stride = 4 tokens seen twice
 
-The windowing (`qa_features`, `check_doc_stride`, `check_context_room`) and the span decoding (`window_best_span`,
-`best_span`) stay together here, so that one Hub-safe implementation can replace them in one place.
+The windows, the `doc_stride` rule and the span decoder are the Hub-safe ones in modeling/question_answering.py
+(`question_windows`, `check_doc_stride`, `decode_answers`), the same the `fourfold-question-answering` pipeline runs:
+the answer evaluation reports is the answer users get from the same logits.
 """
 
 import collections
@@ -22,6 +23,8 @@ from datasets import DatasetDict
 from peft import TaskType
 from transformers import AutoModelForQuestionAnswering, EvalPrediction
 
+from fourfold.modeling.question_answering import check_doc_stride as shared_check_doc_stride
+from fourfold.modeling.question_answering import decode_answers, question_windows
 from fourfold.training.metrics import load_metric
 from fourfold.training.tasks.base import Task, TaskOptions, model_input_names, no_baseline, padding_collator
 from fourfold.training.tasks.columns import Columns
@@ -31,19 +34,12 @@ from fourfold.training.tasks.columns import Columns
 # --------------------------------------------------------------------------------------------------------------------
 
 
+CLI_NAMES = ("--doc_stride", "--max_length")  # how the shared checks spell the two lengths here
+
+
 def check_doc_stride(doc_stride, max_length: int) -> None:
-    """`doc_stride` (question answering) is a whole number of tokens, >= 0 and below `max_length`."""
-    if isinstance(doc_stride, bool) or not isinstance(doc_stride, int | np.integer) or doc_stride < 0:
-        raise ValueError(
-            f"--doc_stride {doc_stride!r}: the overlap between the windows of a long context is a number of tokens, "
-            "an integer >= 0; pass e.g. --doc_stride 32 (a quarter of --max_length is usual)."
-        )
-    if doc_stride >= max_length:
-        raise ValueError(
-            f"--doc_stride {doc_stride} must be smaller than --max_length {max_length}: the overlap is part of each "
-            "window, beside the question. Lower --doc_stride (a quarter of --max_length is usual) or raise "
-            "--max_length."
-        )
+    """`doc_stride` (question answering) is a whole number of tokens, >= 0 and below `max_length` (the one rule)."""
+    shared_check_doc_stride(doc_stride, max_length, argument_names=CLI_NAMES)
 
 
 def check_answer(where: str, context: str, text, start, context_column: str) -> None:
@@ -106,28 +102,6 @@ def check_answers(raw: DatasetDict, options: TaskOptions) -> TaskOptions:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def check_context_room(questions: list[str], tokenizer, max_length: int, doc_stride: int) -> None:
-    """Each question must leave room for the context in `max_length` (after the special tokens), and that room must
-    exceed `doc_stride`, or no window could advance (the tokenizer would panic rather than raise)."""
-    check_doc_stride(doc_stride, max_length)
-    specials = tokenizer.num_special_tokens_to_add(pair=True)
-    for question, ids in zip(questions, tokenizer(questions, add_special_tokens=False)["input_ids"], strict=True):
-        room = max_length - len(ids) - specials
-        shown = question if len(question) <= 80 else question[:77] + "..."
-        if room < 1:
-            raise ValueError(
-                f"The question {shown!r} is {len(ids)} tokens, which with {specials} special tokens leaves no room "
-                f"for the context in --max_length {max_length}. Raise --max_length above "
-                f"{len(ids) + specials + doc_stride}, or shorten or drop such questions."
-            )
-        if doc_stride >= room:
-            raise ValueError(
-                f"--doc_stride {doc_stride} must be smaller than the {room} tokens that the question {shown!r} "
-                f"({len(ids)} tokens) leaves for the context in --max_length {max_length}: lower --doc_stride below "
-                f"{room}, or raise --max_length above {len(ids) + specials + doc_stride}."
-            )
-
-
 def answer_tokens(answers: dict, row_offsets: list) -> tuple[int, int]:
     """The (start, end) tokens of the first answer in one window, or (0, 0) when the window does not hold all of it
     (or the question has no answer)."""
@@ -150,7 +124,8 @@ def answer_tokens(answers: dict, row_offsets: list) -> tuple[int, int]:
 def qa_features(
     batch, tokenizer, columns: Columns, max_length: int, keep: set[str], with_offsets: bool, doc_stride: int = 32
 ) -> dict:
-    """SQuAD-style features: question + one window of the context, and the answer's start/end token in it.
+    """SQuAD-style features: question + one window of the context (`question_windows`), and the answer's start/end
+    token in it.
 
     A context longer than `max_length` (after the question and special tokens) is split into overlapping windows,
     `doc_stride` tokens of overlap, each one feature: nothing is cut away. A window points at the answer when it holds
@@ -160,30 +135,24 @@ def qa_features(
     `example_id` (the index of its example in `batch`): what scoring needs to map windows back to examples. Neither
     is a model input, so the tokenized datasets leave them out.
     """
-    questions, contexts = batch[columns.question], batch[columns.context]
-    check_context_room(questions, tokenizer, max_length, doc_stride)
-    encoded = tokenizer(
-        questions,
-        contexts,
-        truncation="only_second",
+    windows = question_windows(
+        tokenizer,
+        batch[columns.question],
+        batch[columns.context],
         max_length=max_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
+        doc_stride=doc_stride,
+        argument_names=CLI_NAMES,
     )
-    example_ids = encoded["overflow_to_sample_mapping"]  # feature -> its example's index in the batch
-    rows = {k: v for k, v in encoded.items() if k in keep}
-    rows["start_positions"], rows["end_positions"], offsets = [], [], []
-    for i, example in enumerate(example_ids):
-        sequence_ids = encoded.sequence_ids(i)
-        row_offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids, strict=True)]
-        offsets.append(row_offsets)
-        start, end = answer_tokens(batch[columns.answers][example], row_offsets)
-        rows["start_positions"].append(start)
-        rows["end_positions"].append(end)
+    rows = {k: v for k, v in windows.encoding.items() if k in keep}
+    targets = [
+        answer_tokens(batch[columns.answers][example], offsets)
+        for example, offsets in zip(windows.example_ids, windows.offsets, strict=True)
+    ]
+    rows["start_positions"] = [start for start, _ in targets]
+    rows["end_positions"] = [end for _, end in targets]
     if with_offsets:
-        rows["offset_mapping"] = offsets
-        rows["example_id"] = list(example_ids)
+        rows["offset_mapping"] = windows.offsets
+        rows["example_id"] = windows.example_ids
     return rows
 
 
@@ -209,28 +178,10 @@ def tokenize_windows(tokenizer, config, options: TaskOptions):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def window_best_span(start_logits, end_logits, offsets, max_answer_tokens: int = 30) -> tuple[float, int, int]:
-    """One window's highest-scoring span (start <= end, inside the context, at most `max_answer_tokens`) as
-    (start logit + end logit, start char, end char); (-inf, 0, 0) when no span qualifies."""
-    inside = [o is not None for o in offsets]
-    best, best_score = (0, 0), -np.inf
-    for start in np.argsort(start_logits)[::-1][:20]:
-        for end in np.argsort(end_logits)[::-1][:20]:
-            if start < len(inside) and end < len(inside) and inside[start] and inside[end]:
-                if start <= end < start + max_answer_tokens and start_logits[start] + end_logits[end] > best_score:
-                    best, best_score = (offsets[start][0], offsets[end][1]), start_logits[start] + end_logits[end]
-    return float(best_score), best[0], best[1]
-
-
 def best_span(
     windows, context: str, max_answer_tokens: int = 30, null_score_diff_threshold: float | None = None
 ) -> str:
-    """The highest-scoring span over an example's windows, as context text ("" when no window has a valid span).
-
-    With `null_score_diff_threshold` (SQuAD v2), "no answer" competes too, as in transformers' run_qa.py: its score
-    is the first token's (start_logits[0] + end_logits[0]), the lowest over the windows (a window that does not hold
-    the answer also points at the first token, so only the most confident "no answer" counts), and it wins, giving
-    "", when it beats the best span's score by more than the threshold.
+    """The answer to one example from the logits of its windows, as context text: `decode_answers`'s best.
 
     Args:
         windows: one (start_logits, end_logits, offsets) per feature of the example; offsets are character spans
@@ -240,13 +191,16 @@ def best_span(
         null_score_diff_threshold: None never answers "" when a span exists (SQuAD v1.1); a number lets "no
             answer" win when null score - best span score > it (0.0 is run_qa.py's default; raise it to answer more).
     """
-    spans = [window_best_span(s, e, o, max_answer_tokens) for s, e, o in windows]
-    score, start, end = max(spans, key=lambda span: span[0], default=(-np.inf, 0, 0))
-    if null_score_diff_threshold is not None and windows:
-        null_score = min(float(s[0] + e[0]) for s, e, _ in windows)
-        if null_score - score > null_score_diff_threshold:
-            return ""
-    return context[start:end] if score > -np.inf else ""
+    starts, ends, offsets = ([window[part] for window in windows] for part in range(3))
+    answers = decode_answers(
+        starts,
+        ends,
+        offsets,
+        context,
+        max_answer_length=max_answer_tokens,
+        null_score_diff_threshold=null_score_diff_threshold,
+    )
+    return answers[0].text
 
 
 def span_metrics(raw_validation, validation_features: dict, options: TaskOptions):
