@@ -1,8 +1,9 @@
 """Parameter-efficient fine-tuning (PEFT) for the four configurations.
 
-`register_peft_defaults()` tells PEFT which modules to adapt in a fourfold model when the user names none, keyed by
-`model_type` in PEFT's own tables (as PEFT ships them for Llama or BERT), so `LoraConfig()` with no
-`target_modules` works on a fourfold checkpoint in any script, not only in `fourfold finetune`:
+`register_peft_defaults()` (in modeling/modeling_fourfold.py; `import fourfold` runs it) tells PEFT which modules to
+adapt in a fourfold model when the user names none, keyed by `model_type` in PEFT's own tables (as PEFT ships them
+for Llama or BERT), so `LoraConfig()` with no `target_modules` works on a fourfold checkpoint in any script, not
+only in `fourfold finetune`:
 
     lora, dora (and PEFT's other LoRA-like tuners)   attention + MLP projections   q/k/v/o_proj, gate/up/down_proj
     ia3                                             keys, values, MLP output       k_proj, v_proj, down_proj
@@ -14,49 +15,33 @@ training, a method that cannot work for the architecture and task. This module i
 imports peft.
 """
 
-import re
-
 import peft
 import peft.utils.constants as peft_constants
 from peft import IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptTuningConfig
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from fourfold.modeling.modeling_fourfold import (
+    PEFT_IA3_FEEDFORWARD_MODULES,
+    PEFT_IA3_TARGET_MODULES,
+    PEFT_TARGET_MODULES,
+    register_peft_defaults,
+)
 from fourfold.training.architectures import BY_MODEL_TYPE, architecture_of
 from fourfold.training.tasks import get_task
 
 FOURFOLD_MODEL_TYPES = tuple(BY_MODEL_TYPE)
-# In the seq2seq model these names also match the decoder's cross-attention projections, which is what we want.
-ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]  # no gate_proj in a non-gated MLP; PEFT skips absent names
-LORA_TARGET_MODULES = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
-IA3_TARGET_MODULES = ["k_proj", "v_proj", "down_proj"]  # as PEFT's defaults for Llama: rescale keys, values, MLP out
-IA3_FEEDFORWARD_MODULES = ["down_proj"]  # IA3 scales a feed-forward layer's input rather than its output
+# PEFT's defaults for our model types: one definition, in modeling/ (the Hub code registers them too). In the
+# seq2seq model the attention names also match the decoder's cross-attention projections, which is what we want;
+# a non-gated MLP has no gate_proj, and PEFT skips absent names.
+LORA_TARGET_MODULES = PEFT_TARGET_MODULES
+IA3_TARGET_MODULES, IA3_FEEDFORWARD_MODULES = PEFT_IA3_TARGET_MODULES, PEFT_IA3_FEEDFORWARD_MODULES
 
 METHODS = ("full", "lora", "dora", "ia3", "prompt-tuning", "prefix-tuning")
 PROMPT_METHODS = ("prompt-tuning", "prefix-tuning")
 MERGEABLE_METHODS = ("lora", "dora", "ia3")
 # Modules trained in full beside the adapter: the task heads (fresh when a pretrained checkpoint gets a task).
 HEAD_MODULES = ("classifier", "score", "qa_outputs", "pooler")
-
-
-def register_peft_defaults() -> None:
-    """Adds fourfold's model types to PEFT's default target-module tables (idempotent; user entries are kept).
-
-    PEFT copies its LoRA table for each LoRA-like tuner (LoHa, LoKr, VeRA, ...) at import time, so every table named
-    `TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING` gets the entry, not just LoRA's.
-    """
-    for name in dir(peft_constants):
-        if not re.fullmatch(r"TRANSFORMERS_MODELS_TO_\w+_TARGET_MODULES_MAPPING", name):
-            continue
-        table = getattr(peft_constants, name)
-        defaults = IA3_TARGET_MODULES if "_IA3_" in name else LORA_TARGET_MODULES
-        for model_type in FOURFOLD_MODEL_TYPES:
-            table.setdefault(model_type, list(defaults))
-    for model_type in FOURFOLD_MODEL_TYPES:
-        peft_constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.setdefault(
-            model_type, list(IA3_FEEDFORWARD_MODULES)
-        )
 
 
 def head_modules(model: nn.Module) -> list[str]:
