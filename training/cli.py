@@ -5,6 +5,7 @@ fourfold masks      draw the four attention patterns (from the models' own mask 
 fourfold pretrain   pretrain with a self-supervised objective          (fourfold.training.pretrain)
 fourfold finetune   fine-tune on a labelled dataset, full or PEFT      (fourfold.training.finetune)
 fourfold convert    import a BERT/RoBERTa/GPT-2/Llama/BART checkpoint   (fourfold.training.convert)
+fourfold export     a checkpoint as transformers' own BERT/Llama/BART   (fourfold.training.export)
 fourfold push       upload a trained output folder to the Hub          (fourfold.training.push)
 
 A mistake in the input is one line on stderr, `fourfold <command>: error: <what> — <fix>`, and exit status 2;
@@ -23,6 +24,7 @@ COMMANDS = {
     "pretrain": "fourfold.training.pretrain",
     "finetune": "fourfold.training.finetune",
     "convert": "fourfold.training.convert",
+    "export": "fourfold.training.export",
     "push": "fourfold.training.push",
 }
 
