@@ -109,7 +109,7 @@ def _bert_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
         max_position_embeddings=c.max_position_embeddings,
         type_vocab_size=max(c.type_vocab_size, 1),  # no token types: one all-zero row adds nothing
         layer_norm_eps=c.norm_eps,
-        use_cache=False,
+        use_cache=c.use_cache,
     )
 
 
@@ -168,6 +168,7 @@ def _bart_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
     _no_gqa(c, blockers, "BART")
     kwargs = _common(c)
     kwargs.pop("tie_word_embeddings")  # fourfold-seq2seq always ties, as BART does
+    kwargs.pop("initializer_range")  # BART calls it init_std
     return dict(
         **kwargs,
         d_model=c.hidden_size,
@@ -186,7 +187,7 @@ def _bart_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
         init_std=c.initializer_range,
         scale_embedding=c.scale_embeddings,
         decoder_start_token_id=c.decoder_start_token_id,
-        forced_eos_token_id=None,  # BartConfig's default forces eos; fourfold's generation config decides
+        forced_eos_token_id=None,  # BartConfig's default forces eos; fourfold's generation config decides (below)
         use_cache=c.use_cache,
     )
 
@@ -455,6 +456,10 @@ def export_model(
         kwargs.update(id2label=dict(config.id2label), label2id=dict(config.label2id), problem_type=config.problem_type)
     native_config = chosen.config_class(**kwargs)
     native_config.architectures = [chosen.classes[type(model).__name__]]
+    if model.can_generate():  # generation settings a native config still carries come from fourfold's
+        for key in ("forced_bos_token_id", "forced_eos_token_id"):
+            if hasattr(native_config, key):
+                setattr(native_config, key, getattr(model.generation_config, key, None))
     native_class = getattr(transformers, native_config.architectures[0])
     native = native_class(native_config).to(model.dtype)
     state_dict, fresh = native_state_dict(model, native, chosen)
