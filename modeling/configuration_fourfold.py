@@ -42,6 +42,8 @@ class FourfoldConfig(PreTrainedConfig):
         hidden_act / mlp_type: activation, and `"gated"` (act(gate(x)) * up(x): SwiGLU with silu, GeGLU with gelu)
             or `"plain"` (act(up(x))).
         attention_bias / mlp_bias: biases on the attention and MLP projections.
+        qk_norm: an RMSNorm (eps `norm_eps`, a learned weight per channel) over each head's query and key, before
+            the rotary embedding (OLMo 2, Qwen3; `q_norm` / `k_norm` in every attention, cross-attention included).
 
     Embeddings:
         position_embedding_type: `"rope"` (rotary, via transformers' rope utilities; see `rope_parameters`) or
@@ -59,6 +61,8 @@ class FourfoldConfig(PreTrainedConfig):
         hidden_dropout / attention_dropout / classifier_dropout: dropout on sublayer outputs, attention
             probabilities and classifier inputs (`None`: use `hidden_dropout`).
         initializer_range: std of the normal init of every linear and embedding weight.
+        zero_init_residual: start each residual branch's output projection (attention `o_proj`, MLP `down_proj`) at
+            zero, so every block starts as the identity (modded-nanogpt); `False`: the normal init like the rest.
 
     Training:
         loss_chunk_size: in training (labels given, gradients on) the language-modeling heads compute the output
@@ -98,6 +102,7 @@ class FourfoldConfig(PreTrainedConfig):
     mlp_type: MlpType = "gated"
     attention_bias: bool = False
     mlp_bias: bool = False
+    qk_norm: bool = False
 
     # Embeddings
     position_embedding_type: PositionEmbeddingType = "rope"
@@ -115,6 +120,7 @@ class FourfoldConfig(PreTrainedConfig):
     attention_dropout: float | int = 0.0
     classifier_dropout: float | int | None = None
     initializer_range: float = 0.02
+    zero_init_residual: bool = False
 
     # Training
     loss_chunk_size: int = 512
@@ -194,6 +200,9 @@ class FourfoldConfig(PreTrainedConfig):
                 f"loss_chunk_size={self.loss_chunk_size!r} must be an int >= 0 (tokens per chunk of the training "
                 "loss; 0 turns chunking off)."
             )
+        for name in ("qk_norm", "zero_init_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False.")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")

@@ -144,10 +144,14 @@ class FourfoldAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=config.attention_bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=config.attention_bias)
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=config.attention_bias)
+        # QK-norm: per-head RMSNorm of queries and keys (over hd), before the rotary embedding.
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
 
-    def _heads(self, projection: nn.Linear, states: torch.Tensor) -> torch.Tensor:
+    def _heads(self, projection: nn.Linear, states: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
         batch, length, _ = states.shape
-        return projection(states).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
+        heads = projection(states).view(batch, length, -1, self.head_dim)  # (B, T, n, hd)
+        return (heads if norm is None else norm(heads)).transpose(1, 2)  # (B, n, T, hd)
 
     def forward(
         self,
@@ -159,11 +163,11 @@ class FourfoldAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
-        query = self._heads(self.q_proj, hidden_states)  # (B, nh, T, hd)
+        query = self._heads(self.q_proj, hidden_states, self.q_norm)  # (B, nh, T, hd)
         if self.is_cross_attention:
             key, value = self._cross_key_values(key_value_states, cache)  # (B, nkv, S, hd)
         else:
-            key, value = self._heads(self.k_proj, hidden_states), self._heads(self.v_proj, hidden_states)
+            key, value = self._heads(self.k_proj, hidden_states, self.k_norm), self._heads(self.v_proj, hidden_states)
             if position_embeddings is not None:
                 query, key = apply_rotary(query, key, *position_embeddings)
             if cache is not None:
@@ -192,7 +196,7 @@ class FourfoldAttention(nn.Module):
         if cross_cache is not None and cache.is_updated.get(self.layer_idx):
             layer = cross_cache.layers[self.layer_idx]
             return layer.keys, layer.values
-        key, value = self._heads(self.k_proj, encoder_states), self._heads(self.v_proj, encoder_states)
+        key, value = self._heads(self.k_proj, encoder_states, self.k_norm), self._heads(self.v_proj, encoder_states)
         if cross_cache is not None:
             key, value = cross_cache.update(key, value, self.layer_idx)
             cache.is_updated[self.layer_idx] = True

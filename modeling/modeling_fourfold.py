@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqModelOutput
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
@@ -120,7 +121,8 @@ register_peft_defaults()  # a script that imported peft before loading a (remote
 class FourfoldPreTrainedModel(PreTrainedModel):
     """Shared HF plumbing: backend support flags, output recording, Hub-portable saving, and the config check of
     every head. Initialisation is transformers' default: normal(0, initializer_range) for linear and embedding
-    weights, zero biases, unit norms, recomputed rotary buffers."""
+    weights, zero biases, unit norms, recomputed rotary buffers; with `zero_init_residual`, each block's output
+    projections (`o_proj`, `down_proj`) start at zero."""
 
     config_class = FourfoldConfig
     base_model_prefix = "model"
@@ -148,6 +150,16 @@ class FourfoldPreTrainedModel(PreTrainedModel):
             )
         super().__init__(config, *args, **kwargs)
 
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if self.config.zero_init_residual and isinstance(module, nn.Linear) and _is_residual_output(self, module):
+            # transformers' init functions leave weights loaded from a checkpoint alone (`_is_hf_initialized`).
+            init.zeros_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+            return
+        super()._init_weights(module)
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, plus the Hub code: a complete `auto_map` in config.json and this
         folder's modules next to the weights, so the checkpoint loads with `trust_remote_code=True` anywhere; and
@@ -165,6 +177,16 @@ class FourfoldPreTrainedModel(PreTrainedModel):
         if push_to_hub:
             repo_id = kwargs.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), commit_message=kwargs.get("commit_message"))
+
+
+def _is_residual_output(model: nn.Module, linear: nn.Linear) -> bool:
+    """Whether `linear` ends a residual branch of a block: an attention's `o_proj` or an MLP's `down_proj`."""
+    for block in model.modules():
+        if isinstance(block, FourfoldBlock):
+            attentions = (block.self_attn, block.cross_attn) if block.cross_attn is not None else (block.self_attn,)
+            if any(linear is projection for projection in (*(a.o_proj for a in attentions), block.mlp.down_proj)):
+                return True
+    return False
 
 
 def hub_module_files() -> list[str]:

@@ -7,6 +7,7 @@ blocking option; an option export does not know blocks unless it has its default
 `allow_causal_prefix`, and then computes what the fourfold model computes without a prefix.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -52,6 +53,12 @@ CASES = [
     ("decoder", llama_like(attention_bias=True, num_key_value_heads=1), ["FourfoldDecoderForCausalLM"], "llama"),
     (
         "decoder",
+        dict(qk_norm=True, num_key_value_heads=2),  # per-head query/key RMSNorm: Qwen3
+        ["FourfoldDecoderForCausalLM", "FourfoldDecoderForSequenceClassification", "FourfoldDecoderModel"],
+        "qwen3",
+    ),
+    (
+        "decoder",
         gpt2_like(),
         [
             "FourfoldDecoderForCausalLM",
@@ -82,8 +89,16 @@ CASES = [
     ),
     ("prefix-lm", gpt2_like(), ["FourfoldPrefixLMForCausalLM"], "gpt2"),
 ]
+OPTIONS = {f.name for f in dataclasses.fields(fm.FourfoldDecoderConfig)}
 PAIRS = [
-    pytest.param(arch, options, name, target, id=f"{arch}-{target}-{name.removeprefix('Fourfold')}-{i}")
+    pytest.param(
+        arch,
+        options,
+        name,
+        target,
+        id=f"{arch}-{target}-{name.removeprefix('Fourfold')}-{i}",
+        marks=pytest.mark.skipif(not set(options) <= OPTIONS, reason="this fourfold version lacks the option"),
+    )
     for i, (arch, options, names, target) in enumerate(CASES)
     for name in names
 ]
@@ -271,6 +286,12 @@ def test_an_option_export_does_not_know_blocks_unless_it_is_at_its_default():
     model = fm.FourfoldDecoderForCausalLM(ConfigWithANewOption(qk_layernorm_for_this_test=True, **SIZES))
     with pytest.raises(ExportError, match=r"qk_layernorm_for_this_test=True \(export does not know this option"):
         export_model(model)
+
+
+@pytest.mark.skipif("zero_init_residual" not in OPTIONS, reason="this fourfold version lacks the option")
+def test_an_init_only_option_does_not_block():
+    model = tiny_fourfold("decoder", "FourfoldDecoderForCausalLM", zero_init_residual=True)
+    assert export_model(model)[1].name == "llama"
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`fourfold export`: a fourfold checkpoint as the transformers class whose math it matches, with logit parity.
 
-    fourfold export SRC DST [--target bert|roberta|llama|gpt2|bart] [--allow_causal_prefix]
+    fourfold export SRC DST [--target bert|roberta|llama|qwen3|gpt2|bart] [--allow_causal_prefix]
 
 The reverse of `fourfold convert`. The output folder loads with plain transformers (no fourfold, no remote code, no
 `auto_map`), so tools that dispatch on a native architecture name (`transformers serve`, llama.cpp's GGUF converter,
@@ -12,6 +12,7 @@ vLLM's native models, ...) take it. Python: `export_checkpoint(src, dst, target=
 |         |                       | ...ForQuestionAnswering, ...ForMultipleChoice, BertModel                    |
 | roberta | encoder               | RobertaForMaskedLM and the same heads, RobertaModel                         |
 | llama   | decoder (prefix LM*)  | LlamaForCausalLM, ...ForSequenceClassification, ...ForTokenClassification   |
+| qwen3   | decoder (prefix LM*)  | Qwen3ForCausalLM and the same heads: Llama with `qk_norm=True`              |
 | gpt2    | decoder (prefix LM*)  | GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2ForTokenClassification |
 | bart    | seq2seq               | BartForConditionalGeneration, BartModel                                     |
 
@@ -57,8 +58,10 @@ logger = logging.getLogger(__name__)
 VERIFY_TOLERANCE = 1e-4  # max abs difference accepted by the built-in check (float32 models only)
 
 # Fourfold config fields that change no computed value (training-time settings, token ids copied as they are).
+# `zero_init_residual` changes the initial weights only, never how weights are used.
 NEUTRAL_OPTIONS = frozenset(
-    {"loss_chunk_size", "initializer_range", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id"}
+    {"loss_chunk_size", "initializer_range", "zero_init_residual", "use_cache"}
+    | {"pad_token_id", "bos_token_id", "eos_token_id"}
 )
 
 
@@ -162,6 +165,12 @@ def _llama_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
         attention_dropout=c.attention_dropout,
         use_cache=c.use_cache,
     )
+
+
+def _qwen3_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
+    kwargs = _llama_config(c, head, blockers)
+    kwargs.pop("mlp_bias")  # Qwen3's MLP has no biases (required below)
+    return kwargs
 
 
 def _bart_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
@@ -269,6 +278,15 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
         head_rules=[(r"score\.(\w+)", r"score.\1")],
     ),
     Target(
+        "qwen3", "llama", ("decoder", "prefix-lm"), transformers.Qwen3Config,
+        _decoder_classes("Qwen3ForCausalLM", "Qwen3"),
+        dict(_PRE, norm_type="rmsnorm", mlp_type="gated", position_embedding_type="rope", qk_norm=True, mlp_bias=False),
+        _qwen3_config, frozenset({"attention_bias", "hidden_act", "norm_eps", "rope_parameters", "num_key_value_heads",
+                                  "head_dim", "tie_word_embeddings"}),
+        head_rules=[(r"score\.(\w+)", r"score.\1"),  # Llama's table, plus the per-head query/key RMSNorms
+                    (r"((?:model\.)?layers\.\d+\.self_attn\.[qk]_norm\.weight)", r"\1")],
+    ),
+    Target(
         "gpt2", "gpt2", ("decoder", "prefix-lm"), transformers.GPT2Config,
         _decoder_classes("GPT2LMHeadModel", "GPT2"),
         dict(_PRE, norm_type="layernorm", mlp_type="plain", position_embedding_type="absolute"),
@@ -318,8 +336,8 @@ def blockers(model: FourfoldPreTrainedModel, target: Target) -> list[str]:
         return [f"model_type={config.model_type!r} (the {target.name} target takes {', '.join(target.architectures)})"]
     if head not in target.classes:
         problems.append(f"{head} has no native {target.name} counterpart. {target.notes}".strip())
-    for name, wanted in target.required.items():
-        _same(name, getattr(config, name), wanted, problems, f"{target.name} hard-codes it")
+    for name, wanted in target.required.items():  # (an option this fourfold version lacks reads as None)
+        _same(name, getattr(config, name, None), wanted, problems, f"{target.name} hard-codes it")
     target.native_config(config, head, problems)
     known = NEUTRAL_OPTIONS | _SIZES_AND_DROPOUT | target.expressed | set(target.required)
     for option in _own_options(type(config)):
@@ -487,7 +505,7 @@ def export_checkpoint(
         src: a fourfold output folder (as `fourfold pretrain`, `finetune` or `convert` write) or a loaded model.
         dst: the output folder: native weights and config (no `auto_map`), generation config, the source's
             tokenizer, `export.json` and a README card.
-        target: "bert", "roberta", "llama", "gpt2" or "bart"; default: the first that expresses the checkpoint.
+        target: "bert", "roberta", "llama", "qwen3", "gpt2" or "bart"; default: the first that expresses the checkpoint.
         allow_causal_prefix: export a prefix LM as a causal decoder (its prefix becomes causal).
         verify: run both models on a short padded random batch and raise if their outputs differ (float32).
 

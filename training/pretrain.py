@@ -43,6 +43,7 @@ from fourfold.training.collators import MODE_TOKENS
 from fourfold.training.data import BUNDLED_CORPUS, load_text_dataset, tokenize_and_group
 from fourfold.training.errors import UsageError, check_between, closest, require
 from fourfold.training.metrics import with_perplexity
+from fourfold.training.optimizers import OPTIMIZERS, optimizer_cls_and_kwargs
 from fourfold.training.outputs import prepare_output_dir
 from fourfold.training.samples import write_samples
 from fourfold.training.tokenizer import (
@@ -204,6 +205,13 @@ class ObjectiveArguments:
         default=50.0, metadata={"help": "ELECTRA: weight of the discriminator's loss against the generator's."}
     )
     num_samples: int = field(default=3, metadata={"help": "Samples printed and saved after training."})
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "adamw (the Trainer's own, set by --optim) or muon (torch.optim.Muon for the blocks' matrices, "
+            "AdamW for embeddings, norms, biases and heads; one --learning_rate: training/optimizers.py)."
+        },
+    )
 
     def __post_init__(self):
         # An all-ignored loss trains nothing and evaluates to NaN: every rate that picks the targets is kept inside.
@@ -229,6 +237,11 @@ class ObjectiveArguments:
             "50 is the paper's",
         )
         require(self.num_samples >= 0, f"--num_samples {self.num_samples} must be >= 0", "0 writes no samples")
+        require(
+            self.optimizer in OPTIMIZERS,
+            f"--optimizer {self.optimizer!r} is not one fourfold knows{closest(self.optimizer, OPTIMIZERS)}",
+            f"choose {', '.join(OPTIMIZERS)} (other optimisers: --optim, with --optimizer adamw)",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_dataset=rows["validation"],
         data_collator=collator,
         processing_class=tokenizer,
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(objective_args.optimizer, training_args),  # None: --optim
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = report_metrics(trainer, result.metrics, objective)

@@ -1,0 +1,93 @@
+"""`optimizer: muon` (training/optimizers.py): Muon takes exactly the blocks' linear weights, AdamW the rest, and one
+step of the combined optimiser moves every weight as torch's own Muon and AdamW do on those parameters."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from transformers import TrainingArguments
+
+from fourfold.configuration import get_config
+from fourfold.modeling import FourfoldDecoderForCausalLM, FourfoldEncoderForMaskedLM
+from fourfold.training.optimizers import MuonWithAdamW, optimizer_cls_and_kwargs, split_parameters
+
+KW = dict(lr=0.02, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+
+
+def _encoder():
+    torch.manual_seed(0)
+    return FourfoldEncoderForMaskedLM(get_config("encoder-tiny", vocab_size=50, hidden_size=32, num_hidden_layers=2))
+
+
+def _named(model, params):
+    ids = {id(p) for p in params}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    model = _encoder()
+    muon, decay, no_decay = split_parameters(model)
+    block_linears = {f"{n}.weight" for n, m in model.named_modules() if ".layers." in f".{n}." and type(m) is nn.Linear}
+    assert len(block_linears) == 2 * 7  # q, k, v, o, gate, up, down per layer
+    assert _named(model, muon) == block_linears
+    assert all(p.ndim == 2 for p in muon)
+    rest = _named(model, decay) | _named(model, no_decay)
+    assert "model.embed_tokens.weight" in _named(model, decay)  # the embedding: AdamW
+    assert any("norm" in n for n in _named(model, no_decay)) and all(p.ndim < 2 for p in no_decay)
+    assert any(n.startswith("lm_head") or "head" in n for n in rest)  # the masked-LM head: AdamW
+    every = {n for n, _ in model.named_parameters()}
+    assert _named(model, muon) | rest == every and not _named(model, muon) & rest
+
+
+def test_one_step_matches_torch_muon_and_adamw_on_those_parameters():
+    model = _encoder()
+    reference = copy.deepcopy(model)
+    batch = {"input_ids": torch.randint(5, 50, (2, 12))}
+    batch["labels"] = batch["input_ids"].masked_fill(torch.rand(2, 12) > 0.3, -100)
+    batch["labels"][0, 0] = 7
+    optimizer_cls, kwargs = optimizer_cls_and_kwargs("muon", _args())
+    optimizer = optimizer_cls()(model, **kwargs)
+    assert isinstance(optimizer, MuonWithAdamW) and len(optimizer.param_groups) == 3
+    muon, decay, no_decay = split_parameters(reference)
+    torch_muon = torch.optim.Muon(muon, lr=0.02, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw")
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    torch_adamw = torch.optim.AdamW(groups, lr=0.02, betas=(0.9, 0.95), eps=1e-8)
+    for m in (model, reference):
+        m.train()
+        m(**batch).loss.backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer.step()
+    torch_muon.step()
+    torch_adamw.step()
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, msg=name)
+        assert not torch.equal(ours, before[name]), name  # every trained weight moved
+
+
+def test_scheduler_reaches_both_and_state_round_trips():
+    model = FourfoldDecoderForCausalLM(get_config("decoder-tiny", vocab_size=40, hidden_size=32))
+    optimizer_cls, kwargs = optimizer_cls_and_kwargs("muon", _args())
+    optimizer = optimizer_cls()(model, **kwargs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    assert optimizer.muon.param_groups[0]["lr"] == optimizer.adamw.param_groups[0]["lr"] == 0.01
+    model(input_ids=torch.randint(3, 40, (1, 8)), labels=torch.randint(3, 40, (1, 8))).loss.backward()
+    optimizer.step()
+    scheduler.step()
+    state = copy.deepcopy(optimizer.state_dict())
+    fresh = optimizer_cls()(model, **kwargs)
+    fresh.load_state_dict(state)
+    assert fresh.param_groups[0] is fresh.muon.param_groups[0]  # the scheduler's groups are the inner ones
+    torch.testing.assert_close(fresh.state_dict()["muon"]["state"][0], state["muon"]["state"][0])
+
+
+def test_adamw_is_the_trainers_own_and_unknown_names_are_refused():
+    assert optimizer_cls_and_kwargs("adamw", _args()) is None
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        optimizer_cls_and_kwargs("sgd", _args())
+
+
+def _args() -> TrainingArguments:
+    return TrainingArguments(
+        output_dir="unused", learning_rate=0.02, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, report_to="none"
+    )

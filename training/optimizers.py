@@ -1,0 +1,117 @@
+"""Optimisers the Trainer does not have: Muon for the blocks' matrices with AdamW for the rest (`optimizer: muon`).
+
+`torch.optim.Muon` orthogonalises the momentum of each 2-D weight (Newton-Schulz iterations) before the update; it
+is meant for the hidden matrices only, so here it takes every `nn.Linear` weight inside a `FourfoldBlock` (q, k, v,
+o, cross-attention, MLP), and AdamW takes the rest: embeddings, norms, biases and the heads (LM head, masked-LM
+head, classifiers). Muon runs with `adjust_lr_fn="match_rms_adamw"` (Moonshot's scaling), so one learning rate and
+weight decay serve both halves, and the recipe's `learning_rate` / `weight_decay` / `adam_*` keys keep their meaning.
+
+`MuonWithAdamW` is one `torch.optim.Optimizer` over the two inner optimisers' parameter groups (the same dicts), so
+the Trainer's scheduler, gradient clipping, `zero_grad` and accelerate's wrapper see a single optimiser. The Trainer
+builds it through `optimizer_cls_and_kwargs` with `MuonWithAdamWFactory` (a factory is called with the model).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+OPTIMIZERS: tuple[str, ...] = ("adamw", "muon")  # "adamw": the Trainer's own (`--optim`), as before
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon's matrices, AdamW's decayed, AdamW's undecayed) of the trainable parameters: Muon gets every
+    `nn.Linear` weight inside a `FourfoldBlock`; of the rest, weights of 2 or more dimensions decay, biases and norm
+    weights do not (the Trainer's own rule). A tied weight appears once."""
+    from fourfold.modeling.layers import FourfoldBlock
+
+    matrices = {
+        id(module.weight)
+        for block in model.modules()
+        if isinstance(block, FourfoldBlock)
+        for module in block.modules()
+        if type(module) is nn.Linear and module.weight.requires_grad
+    }
+    muon, decay, no_decay, seen = [], [], [], set()
+    for parameter in model.parameters():
+        if not parameter.requires_grad or id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        (muon if id(parameter) in matrices else decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return muon, decay, no_decay
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """`torch.optim.Muon` and `torch.optim.AdamW` stepped together; `param_groups` are theirs (Muon's first).
+
+    Args:
+        muon: the optimiser of the blocks' matrices.
+        adamw: the optimiser of every other parameter.
+    """
+
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW):
+        self.muon, self.adamw = muon, adamw
+        super().__init__([*muon.param_groups, *adamw.param_groups], {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        # Loading replaces the inner group dicts: share the new ones again (the scheduler reads `param_groups`).
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+
+
+def muon_with_adamw(
+    model: nn.Module,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.95,
+) -> MuonWithAdamW:
+    """Muon (momentum `momentum`, Nesterov, RMS matched to AdamW) on the blocks' matrices, AdamW on the rest."""
+    muon_params, decay, no_decay = split_parameters(model)
+    if not muon_params:
+        raise ValueError("optimizer='muon' found no FourfoldBlock linear weights to train: use optimizer='adamw'.")
+    muon = torch.optim.Muon(
+        muon_params, lr=lr, weight_decay=weight_decay, momentum=momentum, adjust_lr_fn="match_rms_adamw"
+    )
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, eps=eps)
+    return MuonWithAdamW(muon, adamw)
+
+
+class MuonWithAdamWFactory:
+    """What `Trainer(optimizer_cls_and_kwargs=(MuonWithAdamWFactory, kwargs))` instantiates and calls with the
+    model (transformers' optimiser-factory protocol): `muon_with_adamw(model, **kwargs)`."""
+
+    def __call__(self, model: nn.Module, **kwargs) -> MuonWithAdamW:
+        return muon_with_adamw(model, **kwargs)
+
+
+def optimizer_cls_and_kwargs(name: str, training_args) -> tuple[type, dict] | None:
+    """The Trainer's `optimizer_cls_and_kwargs` for `name` (one of `OPTIMIZERS`); None: the Trainer's own optimiser
+    (`--optim`). Muon reads the learning rate, weight decay and Adam settings of `training_args`."""
+    if name == "adamw":
+        return None
+    if name != "muon":
+        raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}.")
+    kwargs = dict(
+        lr=training_args.learning_rate,
+        weight_decay=training_args.weight_decay,
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+    )
+    return MuonWithAdamWFactory, kwargs
