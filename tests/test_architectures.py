@@ -33,8 +33,10 @@ def test_every_record_fills_every_role(record):
     for item in (record, record.tokenizer, record.card, *record.objectives):
         for f in dataclasses.fields(item):
             value = getattr(item, f.name)
-            # A template may add nothing on one side; causal LM reads no option; prefix LM supports no prompt method.
-            optional = f.name in ("first", "last", "options", "prompt_tuning_tasks")
+            # A template may add nothing on one side; causal LM reads no option; prefix LM supports no prompt method;
+            # only the encoder is pooled into sentence embeddings; only a causal LM chats.
+            optional = f.name in ("first", "last", "options", "prompt_tuning_tasks", "sentence_pooling")
+            optional |= f.name == "chat_template"
             assert optional or value not in (None, "", ()), f"{type(item).__name__}.{f.name} of {record.name} is empty"
 
 

@@ -158,6 +158,8 @@ class Architecture:
         prompt_is_prefix: prompt -> completion fine-tuning marks the prompt as the bidirectional prefix.
         prompt_tuning_tasks: the fine-tuning tasks PEFT's prompt and prefix tuning support here (tested).
         card: the model card's description.
+        sentence_pooling: how sentence-transformers pools its token states into one embedding ("mean"), written
+            beside each saved checkpoint (`sentence_transformers_files.py`); `None`: no sentence-transformers files.
     """
 
     name: str
@@ -170,6 +172,7 @@ class Architecture:
     card: CardText
     prompt_is_prefix: bool = False
     prompt_tuning_tasks: tuple[str, ...] = field(default=())
+    sentence_pooling: str | None = None
 
     @property
     def model_type(self) -> str:
@@ -321,6 +324,7 @@ ENCODER = Architecture(
     tokenizer=ENCODER_TOKENIZER,
     framing="template",
     prompt_tuning_tasks=("sequence-classification",),
+    sentence_pooling="mean",
     card=CardText(
         name="bidirectional encoder",
         attention="bidirectional: every token attends to every non-padding token",

@@ -53,6 +53,7 @@ from fourfold.training.arguments import parse_recipe_and_flags
 from fourfold.training.data import load_text_dataset
 from fourfold.training.metrics import with_perplexity
 from fourfold.training.peft_support import apply_peft, build_peft_config, check_method, count_parameters
+from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
 from fourfold.training.tasks import TASKS, Columns, Task, TaskOptions, get_task
 from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
 from fourfold.training.trainer import first_evaluation
@@ -511,6 +512,7 @@ def save_outputs(trainer: Trainer, results: dict, tokenizer: PreTrainedTokenizer
     if trainer.is_world_process_zero():
         trainer.model.config.use_cache = True  # the saved model generates with its cache
         trainer.save_model()
+        write_sentence_transformers_files(output_dir)  # an encoder's pooling (a PEFT adapter's folder gets none)
         if peft_args.merge:
             results["merged"] = save_merged(trainer, output_dir / "merged", tokenizer)
     results["peak_memory"] = peak_memory()

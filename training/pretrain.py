@@ -46,6 +46,7 @@ from fourfold.training.metrics import with_perplexity
 from fourfold.training.optimizers import OPTIMIZERS, optimizer_cls_and_kwargs
 from fourfold.training.outputs import prepare_output_dir
 from fourfold.training.samples import write_samples
+from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
 from fourfold.training.tokenizer import (
     ALGORITHMS,
     TOKENIZER_FIELDS,
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.save_metrics("all", metrics)
         trainer.save_state()
         output_dir = Path(training_args.output_dir)
+        write_sentence_transformers_files(output_dir)  # an encoder's pooling, for SentenceTransformer(output_dir)
         plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
         texts = [row[data_args.text_column] for row in rows_of(raw["validation"], 50)]
         sample_lines = write_samples(
