@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_helpers import save_checkpoint
+from hub_helpers import TEXTS, save_checkpoint
 from remote_code import run_without_fourfold
 from transformers import AutoTokenizer
 from transformers.cache_utils import DynamicCache
@@ -21,8 +21,12 @@ from fourfold.configuration import get_config
 from fourfold.modeling import FourfoldDecoderForCausalLM, FourfoldEncoderForMaskedLM, FourfoldEncoderModel
 from fourfold.modeling.compat import output_cache
 from fourfold.modeling.modeling_fourfold import hub_module_files
+from fourfold.training.chat_template import DEFAULT_CHAT_TEMPLATE, resolve_chat_template
+from fourfold.training.errors import UsageError
+from fourfold.training.pretrain import TokenizerArguments
 from fourfold.training.push import export_for_hub, files_to_upload
 from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
+from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
 
 SENTENCES = ["the cat sat on the mat", "a dog", "the quick brown fox jumps over the lazy dog"]  # padding in a batch
 POOLING_FILES = ["1_Pooling/config.json", "modules.json", "sentence_bert_config.json"]
@@ -222,3 +226,68 @@ def test_decoder_forward_with_cache_exports_to_onnx(tmp_path):
         torch.testing.assert_close(tensor, reference, rtol=0, atol=1e-4)
     assert got[1].shape[2] == 9  # the present cache holds past and new tokens
     torch.testing.assert_close(got[0][mask[:, 6:].bool()], uncached[mask[:, 6:].bool()], rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Chat template, and TRL's SFT on chat rows
+# --------------------------------------------------------------------------------------------------------------------
+
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "where did the cat sit ?"},
+    {"role": "assistant", "content": "on the mat ."},
+]
+
+
+def test_causal_lm_tokenizers_get_the_default_chat_template_and_it_marks_the_answer(tmp_path):
+    assert load_or_train_tokenizer(None, "encoder", TEXTS, vocab_size=300).chat_template is None
+    tokenizer = load_or_train_tokenizer(None, "decoder", TEXTS, vocab_size=300)
+    tokenizer.save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)  # saved with it (chat_template.jinja)
+    assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE
+    text = "<s><|system|>\nBe brief.\n<|user|>\nwhere did the cat sit ?\n<|assistant|>\non the mat .</s>\n"
+    assert tokenizer.apply_chat_template(CHAT, tokenize=False) == text
+    prompt = tokenizer.apply_chat_template(CHAT[:2], tokenize=False, add_generation_prompt=True)
+    assert text.startswith(prompt) and prompt.endswith("<|assistant|>\n")
+    encoded = tokenizer.apply_chat_template(CHAT, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = encoded["input_ids"], encoded["assistant_masks"]
+    assert ids.count(tokenizer.bos_token_id) == 1  # the template's <s> only: no second one from the tokenizer
+    answer = [token for token, marked in zip(ids, mask, strict=True) if marked]
+    assert tokenizer.decode(answer) == "on the mat .</s>"  # the answer and its eos, nothing of the prompt
+
+
+def test_chat_template_option_takes_a_file_or_a_template_and_refuses_anything_else(tmp_path):
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (tmp_path / "chat.jinja").write_text(template)
+    assert resolve_chat_template(str(tmp_path / "chat.jinja")) == template == resolve_chat_template(template)
+    tokenizer = load_or_train_tokenizer(None, "decoder", TEXTS, vocab_size=300, chat_template=template)
+    assert tokenizer.apply_chat_template(CHAT, tokenize=False) == "Be brief.where did the cat sit ?on the mat ."
+    with pytest.raises(UsageError, match="neither a file nor a Jinja template"):
+        TokenizerArguments(chat_template=str(tmp_path / "missing.jinja"))
+    with pytest.raises(UsageError, match="does not parse as Jinja"):
+        TokenizerArguments(chat_template="{% for m in messages %}")
+
+
+def test_trl_sft_trains_on_chat_rows_with_the_answer_as_the_loss(tmp_path):
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+
+    tokenizer = load_or_train_tokenizer(None, "decoder", TEXTS, vocab_size=300)
+    torch.manual_seed(0)
+    model = FourfoldDecoderForCausalLM(get_config("decoder-tiny", **model_special_ids(tokenizer, "decoder")))
+    answers = ["on the mat .", "on the log .", "the road ."]
+    rows = [{"messages": [*CHAT[:2], {"role": "assistant", "content": answer}]} for answer in answers]
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=3,
+        report_to="none",
+        save_strategy="no",
+        assistant_only_loss=True,
+        bf16=False,  # SFTConfig defaults to bf16, which this CPU run cannot do
+    )
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    learned = sorted(tokenizer.decode(row[row != -100]) for row in batch["labels"])
+    assert learned == sorted(f"{answer}</s>" for answer in answers)  # each answer and its eos, no prompt token
+    assert torch.isfinite(torch.tensor(trainer.train().training_loss))

@@ -40,6 +40,7 @@ from fourfold.modeling import (
     FourfoldSeq2SeqModel,
 )
 from fourfold.training import samples
+from fourfold.training.chat_template import DEFAULT_CHAT_TEMPLATE
 from fourfold.training.collators import (
     CausalLMCollator,
     MaskedLMCollator,
@@ -120,6 +121,7 @@ class TokenizerSpec:
         required: token attribute -> what needs it; a loaded tokenizer without one is refused.
         pad_unlike_eos: pad must differ from eos, or the loss would ignore every end of text.
         decoder_starts_with_pad: the decoder's first input is the pad token (T5's convention).
+        chat_template: the Jinja chat template a tokenizer without one gets (`chat_template.py`); `None`: none.
     """
 
     algorithm: str
@@ -130,6 +132,7 @@ class TokenizerSpec:
     sentinels: bool = False
     pad_unlike_eos: bool = True
     decoder_starts_with_pad: bool = False
+    chat_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,7 @@ ENCODER_TOKENIZER = TokenizerSpec(
     pad_unlike_eos=False,
 )
 # Llama: <s> text, no </s>: a prompt must be ready to continue (pretraining documents get </s> from their framing).
-CAUSAL_TOKENIZER = TokenizerSpec("bpe", _TEXT_TOKENS, "<s>", None, _frozen(_END))
+CAUSAL_TOKENIZER = TokenizerSpec("bpe", _TEXT_TOKENS, "<s>", None, _frozen(_END), chat_template=DEFAULT_CHAT_TEMPLATE)
 # T5: text </s>, no bos (the decoder starts from pad), and sentinels <extra_id_0>, ... for span corruption.
 SEQ2SEQ_TOKENIZER = TokenizerSpec(
     "unigram", _TEXT_TOKENS, None, "</s>", _frozen(_END), sentinels=True, decoder_starts_with_pad=True

@@ -50,12 +50,13 @@ from fourfold.configuration import get_config, preset_names
 from fourfold.hub_cards import write_model_card
 from fourfold.training.architectures import architecture_of
 from fourfold.training.arguments import parse_recipe_and_flags
+from fourfold.training.chat_template import set_chat_template
 from fourfold.training.data import load_text_dataset
 from fourfold.training.metrics import with_perplexity
 from fourfold.training.peft_support import apply_peft, build_peft_config, check_method, count_parameters
 from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
 from fourfold.training.tasks import TASKS, Columns, Task, TaskOptions, get_task
-from fourfold.training.tokenizer import load_or_train_tokenizer, model_special_ids
+from fourfold.training.tokenizer import default_chat_template, load_or_train_tokenizer, model_special_ids
 from fourfold.training.trainer import first_evaluation
 
 
@@ -68,6 +69,13 @@ class ModelArguments:
     task: str = field(default="sequence-classification", metadata={"help": f"One of: {', '.join(TASKS)}."})
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub name; default: the checkpoint's own."}
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "The tokenizer's chat template: a path to a Jinja file, or the template itself; empty: keep the "
+            "tokenizer's, or (fourfold decoder, prefix-lm) fourfold's default (training/chat_template.py)."
+        },
     )
     num_labels: int | None = field(
         default=None, metadata={"help": "Number of classes; default: inferred from the training labels."}
@@ -404,6 +412,7 @@ def load_tokenizer(
         tokenizer = load_or_train_tokenizer(None, architecture, texts, model_args.vocab_size)
     else:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    set_chat_template(tokenizer, model_args.chat_template, default_chat_template(config.model_type))  # TRL chat rows
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(

@@ -39,6 +39,7 @@ from fourfold.training.arguments import (
     parse_json_mapping,
     parse_recipe_and_flags,
 )
+from fourfold.training.chat_template import resolve_chat_template
 from fourfold.training.collators import MODE_TOKENS
 from fourfold.training.data import BUNDLED_CORPUS, load_text_dataset, tokenize_and_group
 from fourfold.training.errors import UsageError, check_between, closest, require
@@ -166,8 +167,17 @@ class TokenizerArguments:
     )
     vocab_size: int = field(default=4000, metadata={"help": "Vocabulary size of a trained tokenizer."})
     num_sentinels: int = field(default=100, metadata={"help": "Sentinel tokens <extra_id_i> (seq2seq tokenizer)."})
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "The tokenizer's chat template: a path to a Jinja file, or the template itself; empty: keep the "
+            "tokenizer's, or (decoder, prefix-lm) fourfold's default (training/chat_template.py)."
+        },
+    )
 
     def __post_init__(self):
+        if self.chat_template is not None:
+            resolve_chat_template(self.chat_template)  # a missing file or a template Jinja cannot parse fails now
         require(
             self.tokenizer_algorithm is None or self.tokenizer_algorithm in ALGORITHMS,
             f"--tokenizer_algorithm {self.tokenizer_algorithm!r} is not one the trainer knows"
@@ -416,6 +426,7 @@ def build_tokenizer(tokenizer_args, architecture: Architecture, objective: Objec
         tokenizer_args.vocab_size,
         tokenizer_args.tokenizer_algorithm,
         tokenizer_args.num_sentinels,
+        tokenizer_args.chat_template,
     )
     if objective.mode_tokens:
         tokenizer.add_tokens(list(MODE_TOKENS), special_tokens=True)

@@ -19,7 +19,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from fourfold.training.architectures import get_architecture
+from fourfold.training.architectures import architecture_of, get_architecture
+from fourfold.training.chat_template import set_chat_template
 
 ALGORITHMS = ("wordpiece", "bpe", "unigram")
 
@@ -113,10 +114,13 @@ def load_or_train_tokenizer(
     vocab_size: int = 8000,
     algorithm: str | None = None,
     num_sentinels: int = 100,
+    chat_template: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """Loads `name_or_path` (a local folder, or a Hub name unless `HF_HUB_OFFLINE=1`), or trains one on `texts`.
 
     A loaded tokenizer is checked against the architecture (`check_special_tokens`); a trained one has what it needs.
+    `chat_template` (a path or a template: `--chat_template`) replaces its chat template; without it, a tokenizer
+    that has none gets the architecture's default (causal LMs: `chat_template.DEFAULT_CHAT_TEMPLATE`).
     """
     if name_or_path:
         if not Path(name_or_path).exists() and os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "TRUE"):
@@ -130,7 +134,15 @@ def load_or_train_tokenizer(
             raise ValueError("Training a tokenizer needs `texts`.")
         tokenizer = train_tokenizer(texts, architecture, vocab_size, algorithm, num_sentinels)
     check_special_tokens(tokenizer, architecture)
+    set_chat_template(tokenizer, chat_template, get_architecture(architecture).tokenizer.chat_template)
     return tokenizer
+
+
+def default_chat_template(model_type: str | None) -> str | None:
+    """The chat template a fourfold checkpoint of `model_type` gets when its tokenizer has none (`None` for other
+    models, and for architectures that do not chat)."""
+    architecture = architecture_of(model_type)
+    return architecture.tokenizer.chat_template if architecture is not None else None
 
 
 def sentinel_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
