@@ -89,7 +89,7 @@ CASES = [
     ),
     ("prefix-lm", gpt2_like(), ["FourfoldPrefixLMForCausalLM"], "gpt2"),
 ]
-OPTIONS = {f.name for f in dataclasses.fields(fm.FourfoldDecoderConfig)}
+OPTIONS = {f.name for config in fm.CONFIG_CLASSES.values() for f in dataclasses.fields(config)}
 PAIRS = [
     pytest.param(
         arch,
