@@ -3,12 +3,14 @@
 `Trainer.push_to_hub` writes a generic card right before it uploads the output folder; `FourfoldCardMixin` replaces
 that step with `fourfold.hub_cards.write_model_card`, which reads every fact from the folder. `FourfoldTrainer`
 serves pretraining and every fine-tuning task but text-to-text, which generates in evaluation
-(`FourfoldSeq2SeqTrainer`). `first_evaluation` reads the evaluation before training back from a Trainer's history.
+(`FourfoldSeq2SeqTrainer`). Both take the callbacks of an enclosing `progress.live_progress` block (the demo's
+progress line). `first_evaluation` reads the evaluation before training back from a Trainer's history.
 """
 
 from transformers import Seq2SeqTrainer, Trainer
 
 from fourfold.hub_cards import write_model_card
+from fourfold.training.progress import callbacks_in_scope
 
 
 class FourfoldCardMixin:
@@ -40,11 +42,21 @@ class FourfoldCardMixin:
         write_model_card(self.args.output_dir, **{k: v for k, v in overrides.items() if v is not None})
 
 
-class FourfoldTrainer(FourfoldCardMixin, Trainer):
+class ProgressInScopeMixin:
+    """Put before a `Trainer` class: the callbacks of the enclosing `progress.live_progress` blocks join the Trainer's
+    (the demo's live progress line; none outside such a block)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for callback in callbacks_in_scope():
+            self.add_callback(callback)
+
+
+class FourfoldTrainer(FourfoldCardMixin, ProgressInScopeMixin, Trainer):
     """`transformers.Trainer` whose `push_to_hub` uploads fourfold's model card."""
 
 
-class FourfoldSeq2SeqTrainer(FourfoldCardMixin, Seq2SeqTrainer):
+class FourfoldSeq2SeqTrainer(FourfoldCardMixin, ProgressInScopeMixin, Seq2SeqTrainer):
     """`transformers.Seq2SeqTrainer` whose `push_to_hub` uploads fourfold's model card."""
 
 
