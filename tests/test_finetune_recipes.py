@@ -19,7 +19,7 @@ def test_there_are_full_and_lora_recipes():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses(recipe):
-    model_args, data_args, peft_args, _, training_args = parse_arguments([str(recipe)])
+    model_args, data_args, peft_args, _, _, training_args = parse_arguments([str(recipe)])
     assert model_args.task in TASKS
     model_type = get_architecture(model_args.model_name_or_path.rpartition("-")[0]).model_type
     assert model_args.model_name_or_path in preset_names()  # shipped recipes run anywhere, without a checkpoint
@@ -30,7 +30,7 @@ def test_recipe_parses(recipe):
 
 def test_flags_after_the_recipe_win():
     recipe = str(RECIPES[0])
-    model_args, _, peft_args, _, training_args = parse_arguments(
+    model_args, _, peft_args, _, _, training_args = parse_arguments(
         [recipe, "--model_name_or_path", "outputs/encoder", "--method", "dora", "--learning_rate", "0.5"]
     )
     assert model_args.model_name_or_path == "outputs/encoder" and peft_args.method == "dora"

@@ -45,7 +45,7 @@ def test_the_registry_is_the_task_choices():
     assert help_text == f"One of: {', '.join(TASKS)}."
     for name in TASKS:
         assert get_task(name) is TASKS[name]
-    with pytest.raises(ValueError, match=f"--task 'summarization': choose one of {', '.join(TASKS)}"):
+    with pytest.raises(ValueError, match=f"--task 'summarization' is not a task — choose one of {', '.join(TASKS)}"):
         get_task("summarization")
     # The architectures' records name tasks by the registry's spelling.
     assert {t for a in ARCHITECTURES.values() for t in a.prompt_tuning_tasks} <= set(TASKS)
@@ -73,7 +73,7 @@ def test_problem_types_are_records_of_sequence_classification():
         assert record.name == sequence.name and record.problem_type == name and not record.problem_types
         assert record.headline_metric != sequence.headline_metric and record.baseline_name != "majority"
     assert get_task("text-to-text", DEFAULT_PROBLEM_TYPE) is TASKS["text-to-text"]
-    with pytest.raises(ValueError, match="--problem_type 'ordinal': choose one of single_label_classification"):
+    with pytest.raises(ValueError, match="--problem_type 'ordinal' is not a problem type — choose one of single_label"):
         get_task(sequence.name, "ordinal")
     with pytest.raises(ValueError, match="--problem_type regression needs --task sequence-classification, not text"):
         get_task("text-to-text", "regression")

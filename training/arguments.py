@@ -159,3 +159,17 @@ def check_training_arguments(training_args) -> None:
         f"--num_train_epochs {epochs:g} with no --max_steps trains nothing",
         "pass --num_train_epochs > 0 or --max_steps > 0",
     )
+    # The Trainer takes these as given: a rate <= 0 trains nothing (or away from the data), a negative clipping norm
+    # flips every gradient, a batch of 0 rows fails deep in the data loader.
+    rate = training_args.learning_rate
+    require(rate > 0, f"--learning_rate {rate:g} must be > 0", "pass the peak rate, e.g. 5e-5 (fine-tuning), 1e-3")
+    norm = training_args.max_grad_norm
+    require(norm is None or norm >= 0, f"--max_grad_norm {norm:g} must be >= 0", "0 turns gradient clipping off")
+    require(
+        training_args.weight_decay >= 0,
+        f"--weight_decay {training_args.weight_decay:g} must be >= 0",
+        "0 turns it off; 0.01 is usual",
+    )
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(training_args, flag)
+        require(value >= 1, f"--{flag} {value} must be >= 1", "pass a whole number of rows (steps) >= 1")

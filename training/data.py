@@ -82,6 +82,13 @@ def load_text_dataset(
                 f"--train_files / --validation_files could not be read as {builder} ({one_line(cause)})",
                 f"fix the file, or save it as one of {', '.join(BUILDERS)}",
             ) from error
+        except ValueError as error:  # e.g. a CSV of a header only: `datasets` finds no rows for its split
+            if "corresponds to no data" not in str(error):
+                raise
+            raise UsageError(
+                f"--train_files / --validation_files: a split has no rows ({one_line(error)})",
+                "give every file at least one row (a CSV header is not a row)",
+            ) from error
     if "validation" not in raw:
         require(
             not streaming,

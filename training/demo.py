@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir = Path(args.output_dir) / f"finetune-spam-{method}"
             flags = [str(RECIPES / f"finetune-spam-{method}.yaml"), "--output_dir", str(output_dir)]
             flags += ["--model_name_or_path", str(Path(args.output_dir) / "encoder"), "--disable_tqdm", "true"]
+            flags += ["--overwrite_output_dir", "true"]  # the demo's own folder: a rerun replaces it
             output_dir.mkdir(parents=True, exist_ok=True)
             with open(output_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):
                 results = run_finetune(flags)

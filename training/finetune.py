@@ -19,26 +19,33 @@ also writes the adapter folded into a plain checkpoint (`output_dir/merged`) who
 --model_name_or_path is a local folder, a Hub name, or a fourfold preset ("encoder-tiny": a fresh model, with a
 tokenizer trained on the training text unless --tokenizer_name is given). The flags are the dataclasses below plus
 every `transformers.Seq2SeqTrainingArguments` flag (TrainingArguments + the generation flags text-to-text uses).
-A YAML recipe gives the defaults, flags after it win. Bad input (missing columns, labels of the wrong type or out of
-range, a LoRA target that matches nothing, a method or task the architecture cannot do) fails before training.
+A YAML recipe gives the defaults, flags after it win. Bad input (a flag out of range, missing columns or empty cells,
+labels of the wrong type or out of range, a label only the validation data has, inputs cut so short that no label is
+left to learn, a LoRA target that matches nothing, a method or task the architecture cannot do) fails before training,
+as one line naming the fix (`UsageError`). An --output_dir that holds another run is refused unless
+--overwrite_output_dir true replaces it or --resume_from_checkpoint (a checkpoint-N folder, or last) continues it; the
+model, adapter, merged model and results.json are written atomically (training/outputs.py).
 The output folder gets the model or adapter and the tokenizer, and `results.json`: final metrics, the metrics before
 training, a constant-predictor baseline (classification: the majority class; regression: the training mean;
 multi-label: the most frequent training label set), trainable vs total parameters, peak memory and run time.
 """
 
+import contextlib
 import json
+import math
 import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import DatasetDict
 from transformers import (
     AutoConfig,
     AutoTokenizer,
-    HfArgumentParser,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -49,11 +56,18 @@ from transformers import (
 from fourfold.configuration import get_config, preset_names
 from fourfold.hub_cards import write_model_card
 from fourfold.training.architectures import architecture_of
-from fourfold.training.arguments import parse_recipe_and_flags
+from fourfold.training.arguments import (
+    ArgumentParser,
+    RunArguments,
+    check_training_arguments,
+    parse_recipe_and_flags,
+)
 from fourfold.training.chat_template import set_chat_template
-from fourfold.training.data import load_text_dataset
+from fourfold.training.data import check_texts, load_text_dataset
+from fourfold.training.errors import UsageError, check_between, closest, one_line, require
 from fourfold.training.metrics import with_perplexity
-from fourfold.training.peft_support import apply_peft, build_peft_config, check_method, count_parameters
+from fourfold.training.outputs import prepare_output_dir, save_atomically
+from fourfold.training.peft_support import METHODS, apply_peft, build_peft_config, check_method, count_parameters
 from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
 from fourfold.training.tasks import TASKS, Columns, Task, TaskOptions, get_task
 from fourfold.training.tokenizer import default_chat_template, load_or_train_tokenizer, model_special_ids
@@ -91,6 +105,15 @@ class ModelArguments:
     vocab_size: int = field(
         default=2000, metadata={"help": "Preset models only: vocabulary of the tokenizer trained on the data."}
     )
+
+    def __post_init__(self):
+        get_task(self.task, self.problem_type)  # a UsageError naming the choices, and the nearest one
+        require(
+            self.num_labels is None or self.num_labels >= 1,
+            f"--num_labels {self.num_labels} must be >= 1",
+            "leave it empty to infer it from the training labels",
+        )
+        require(self.vocab_size > 0, f"--vocab_size {self.vocab_size} must be > 0", "2000 suits the bundled data")
 
 
 @dataclass
@@ -159,6 +182,26 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
 
+    def __post_init__(self):
+        # --doc_stride is question answering's, checked against --max_length by its rule (Task.check_options).
+        counts = {
+            "max_length": "the longest input, in tokens (128 is usual)",
+            "max_target_length": "the longest target, in tokens (64 is usual)",
+            "max_train_samples": "a number of rows, or leave it empty for all",
+            "max_eval_samples": "a number of rows, or leave it empty for all",
+        }
+        for flag, fix in counts.items():
+            value = getattr(self, flag)
+            require(value is None or value >= 1, f"--{flag} {value} must be >= 1", f"pass {fix}")
+        check_between(
+            "validation_split_percentage", self.validation_split_percentage, 0, 100, "it is a percentage of rows"
+        )
+        require(
+            self.label_separator is None or self.label_separator != "",
+            "--label_separator is empty",
+            "pass the character between labels, e.g. ',', or drop the flag",
+        )
+
     def columns(self) -> Columns:
         return Columns(
             text=self.text_column,
@@ -189,6 +232,25 @@ class PeftArguments:
         default=False, metadata={"help": "Also write the adapter merged into the weights to output_dir/merged."}
     )
 
+    def __post_init__(self):
+        require(
+            self.method in METHODS,
+            f"--method {self.method!r} is not a method fourfold knows{closest(self.method, METHODS)}",
+            f"choose one of {', '.join(METHODS)}",
+        )
+        require(self.lora_r >= 1, f"--lora_r {self.lora_r} must be >= 1", "it is the update's rank (8 is usual)")
+        require(
+            self.lora_alpha > 0,
+            f"--lora_alpha {self.lora_alpha} must be > 0",
+            "the update is scaled by alpha / r (16, twice the rank, is usual)",
+        )
+        check_between("lora_dropout", self.lora_dropout, 0, 1, "it is a dropout probability (0.05)", closed="low")
+        require(
+            self.num_virtual_tokens >= 1,
+            f"--num_virtual_tokens {self.num_virtual_tokens} must be >= 1",
+            "prompt and prefix tuning learn at least one virtual token (8 is usual)",
+        )
+
 
 @dataclass
 class EvaluationArguments:
@@ -204,12 +266,19 @@ class EvaluationArguments:
         },
     )
 
+    def __post_init__(self):
+        require(
+            math.isfinite(self.null_score_diff_threshold),
+            f"--null_score_diff_threshold {self.null_score_diff_threshold} must be a finite number",
+            "pass a finite score margin (0 by default; higher answers more often)",
+        )
+
 
 def main(argv: list[str] | None = None) -> int:
     results = run_finetune(argv)
     print(json.dumps({"metrics": results["metrics"], "baseline": results["baseline"]}, indent=2))
     print(summary_line(results))
-    return 0
+    return 1 if results.get("warnings") else 0  # a loss that is not a number (printed as a warning): no success
 
 
 def run_finetune(argv: list[str] | None = None) -> dict:
@@ -226,22 +295,25 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    # 1. Parse: the recipe's keys first, then the flags, so later flags win. Then what needs no data is checked: the
-    # architecture has the task's head, the problem type is the task's, the method fits, the task's options hold.
+    # 1. Parse: the recipe's keys first, then the flags, so later flags win; each flag's range is checked there. Then
+    # what needs no data: the architecture has the task's head, the problem type is the task's, the lengths fit the
+    # model's positions, the method fits, the task's options hold.
     arguments = parse_arguments(argv)
-    model_args, data_args, peft_args, eval_args, training_args = arguments
+    model_args, data_args, peft_args, eval_args, _, training_args = arguments
     preset = is_preset(model_args.model_name_or_path)
     config = load_config(model_args.model_name_or_path, preset)
     task = resolve_task(model_args, config)
-    check_method(peft_args.method, task.name, config.model_type, peft_args.merge)
     options = task_options(model_args, data_args, eval_args)
-    task.check_options(options)
+    check_before_data(arguments, config, task, options)
 
     # 2. Data, raw, with its labels (answers, choices) checked before anything is built. The check resolves the label
-    # names, and questions without an answer turn SQuAD v2 on: the arguments in results.json record what ran.
+    # names, and questions without an answer turn SQuAD v2 on: the arguments in results.json record what ran. Then
+    # the output folder: another run's is refused (unless overwritten, then emptied, or resumed).
     raw = load_raw_data(data_args, task, training_args.seed)
-    options = task.check_data(raw, options)
+    with refused_input("fix those rows, or drop them"):
+        options = task.check_data(raw, options)
     data_args.version_2_with_negative = options.version_2_with_negative
+    checkpoint, preset = output_folder(arguments, preset)
 
     # 3. Tokenizer: the checkpoint's, or (fresh preset) one trained on the training text.
     tokenizer = load_tokenizer(model_args, raw, text_columns(task, options.columns), config, preset)
@@ -251,7 +323,8 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
     print(f"{model_args.model_name_or_path}: {type(model).__name__}, {model.num_parameters():,} parameters")
 
     # 5. PEFT: the adapter; every other weight is frozen. A fresh base is saved, so the adapter can find it.
-    model = add_adapter(model, tokenizer, task, peft_args, preset, training_args.output_dir)
+    with refused_input("see --target_modules and the PEFT flags in `fourfold finetune --help`"):
+        model = add_adapter(model, tokenizer, task, peft_args, preset, training_args.output_dir)
     trainable, total = count_parameters(model)
     print(
         f"method {peft_args.method}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
@@ -259,6 +332,7 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
 
     # 6. Data, tokenized for the task (question answering: one row per window of a long context).
     features = task.tokenize_splits(raw, tokenizer, model.config, options)
+    check_labels_left(features, options.max_length)
 
     # 7. Collator and metrics (None: the evaluation loss, and its perplexity, is the report).
     collator = task.collator(tokenizer, model)
@@ -276,7 +350,7 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
 
     # 9. Evaluate after training; the evaluation before it is read back from the log.
     metrics_before, metrics = evaluations(trainer, task, eval_args.evaluate_before)
@@ -299,6 +373,7 @@ def finetune_job(argv: list[str] | None = None) -> tuple[dict, Trainer]:
         "train_runtime_s": train_result.metrics["train_runtime"],
         "train_loss": train_result.metrics.get("train_loss"),
     }
+    results |= loss_warnings(results)
     save_outputs(trainer, results, tokenizer, arguments, start)
     return results, trainer
 
@@ -321,21 +396,23 @@ def summary_line(results: dict) -> str:
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple:
-    """(model, data, peft, evaluation, training) arguments from an optional YAML recipe followed by flags; the
-    training arguments as the task needs them (its label names, loss-only evaluation, generation length)."""
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, PeftArguments, EvaluationArguments, Seq2SeqTrainingArguments),
+    """(model, data, peft, evaluation, run, training) arguments from an optional YAML recipe followed by flags, each
+    range-checked; the training arguments as the task needs them (label names, loss-only evaluation, generation
+    length)."""
+    parser = ArgumentParser(
+        (ModelArguments, DataArguments, PeftArguments, EvaluationArguments, RunArguments, Seq2SeqTrainingArguments),
         prog="fourfold finetune",
         description=__doc__,
     )
-    model_args, data_args, peft_args, eval_args, training_args = parse_recipe_and_flags(parser, argv)
+    model_args, data_args, peft_args, eval_args, run_args, training_args = parse_recipe_and_flags(parser, argv)
+    check_training_arguments(training_args)
     task = get_task(model_args.task)
     # The tokenized data holds exactly the model inputs (prefix_mask included), so nothing is dropped by name.
     training_args.remove_unused_columns = False
     training_args.label_names = list(task.label_names)
     training_args.prediction_loss_only |= task.loss_only_evaluation
     task.configure_training(training_args, task_options(model_args, data_args, eval_args))
-    return model_args, data_args, peft_args, eval_args, training_args
+    return model_args, data_args, peft_args, eval_args, run_args, training_args
 
 
 def task_options(model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments) -> TaskOptions:
@@ -364,11 +441,77 @@ def load_config(name_or_path: str, preset: bool) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        raise ValueError(
-            f"--model_name_or_path {name_or_path!r} is neither a checkpoint folder nor a loadable Hub model ({error}). "
-            f"Pass a folder written by `fourfold pretrain` / save_pretrained, a Hub name, or a preset to start fresh: "
-            f"{', '.join(n for n in preset_names() if n.endswith('-tiny'))}, ... ."
+        raise UsageError(
+            f"--model_name_or_path {name_or_path!r} is neither a checkpoint folder nor a loadable Hub model "
+            f"({one_line(error)}){closest(name_or_path, preset_names())}",
+            f"pass a folder written by `fourfold pretrain` / save_pretrained, a Hub name, or a preset to start fresh: "
+            f"{', '.join(n for n in preset_names() if n.endswith('-tiny'))}, ...",
         ) from error
+
+
+@contextlib.contextmanager
+def refused_input(fix: str):
+    """A `ValueError` that a check of the user's input raises (PEFT's method and target rules, question answering's
+    stride and answers, which the Hub code shares) becomes a `UsageError` with `fix`: one line, not a traceback."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(one_line(error).rstrip("."), fix) from error
+
+
+def check_lengths(data_args: DataArguments, training_args: Seq2SeqTrainingArguments, config: PretrainedConfig) -> None:
+    """The longest input (--max_length), target (--max_target_length) and generation (--generation_max_length) fit
+    the model's positions: checked on the config, before the model is built."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:  # e.g. relative positions: no limit to check
+        return
+    lengths = {
+        "max_length": data_args.max_length,
+        "max_target_length": data_args.max_target_length,
+        "generation_max_length": training_args.generation_max_length,
+    }
+    for flag, length in lengths.items():
+        require(
+            length is None or length <= positions,
+            f"--{flag} {length} is beyond the model's max_position_embeddings={positions}",
+            f"pass --{flag} {positions} or less",
+        )
+
+
+def check_before_data(arguments: tuple, config: PretrainedConfig, task: Task, options: TaskOptions) -> None:
+    """What needs no data: the lengths fit the model's positions, the method fits the task and architecture, the
+    task's options hold (question answering: --doc_stride)."""
+    _, data_args, peft_args, _, _, training_args = arguments
+    check_lengths(data_args, training_args, config)
+    with refused_input("see --method in `fourfold finetune --help`"):
+        check_method(peft_args.method, task.name, config.model_type, peft_args.merge)
+    with refused_input("change the flags it names"):
+        task.check_options(options)
+
+
+def output_folder(arguments: tuple, preset: bool) -> tuple[str | None, bool]:
+    """(the checkpoint to resume from, whether the model is built fresh). Refuses an --output_dir of another run
+    unless overwritten (then emptied) or resumed. A resumed run of a fresh preset reads the tokenizer its checkpoint
+    saved (a trained one differs run to run) and, for an adapter, the base model the run saved (a fresh base would
+    be other random weights)."""
+    model_args, _, peft_args, _, run_args, training_args = arguments
+    with training_args.main_process_first(desc="output folder"):
+        checkpoint = prepare_output_dir(
+            training_args.output_dir,
+            run_args.overwrite_output_dir,
+            training_args.resume_from_checkpoint,
+            training_args.save_only_model,
+        )
+    if checkpoint is None or not preset:
+        return checkpoint, preset
+    model_args.tokenizer_name = model_args.tokenizer_name or checkpoint
+    base = Path(training_args.output_dir) / "base_model"
+    if peft_args.method != "full" and (base / "config.json").is_file():
+        model_args.model_name_or_path = str(base)
+        return checkpoint, False
+    return checkpoint, preset
 
 
 def resolve_task(model_args: ModelArguments, config: PretrainedConfig) -> Task:
@@ -394,6 +537,11 @@ def load_raw_data(data_args: DataArguments, task: Task, seed: int) -> DatasetDic
         if limit is not None:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     task.check_columns(raw, columns)
+    for split, dataset in raw.items():
+        require(len(dataset) > 0, f"the {split} data has no rows", "give it labelled rows (a header is not a row)")
+        for column in task.columns(columns):
+            if column in columns.texts():  # every text cell filled, with text (the label check reads the labels)
+                check_texts(dataset, column, split)
     return raw
 
 
@@ -411,13 +559,22 @@ def load_tokenizer(
         texts = (" ".join(t for c in text_columns for t in flatten_text(row[c])) for row in raw["train"])
         tokenizer = load_or_train_tokenizer(None, architecture, texts, model_args.vocab_size)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+        name = model_args.tokenizer_name or model_args.model_name_or_path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+            raise UsageError(
+                f"{flag} {name!r} has no tokenizer that loads ({one_line(error)})",
+                "pass --tokenizer_name with a folder or Hub name that has one",
+            ) from error
     set_chat_template(tokenizer, model_args.chat_template, default_chat_template(config.model_type))  # TRL chat rows
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(
-                "The tokenizer has neither a pad nor an eos token, so batches cannot be padded: add one with "
-                "tokenizer.add_special_tokens({'pad_token': '<pad>'}) and save it, or pass --tokenizer_name."
+            raise UsageError(
+                "The tokenizer has neither a pad nor an eos token, so batches cannot be padded",
+                "add one with tokenizer.add_special_tokens({'pad_token': '<pad>'}) and save it, or pass "
+                "--tokenizer_name",
             )
         tokenizer.pad_token = tokenizer.eos_token  # the masks, not the pad id, tell the model what is padding
     return tokenizer
@@ -464,9 +621,9 @@ def load_model(
         )
     vocab_size = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab_size:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer):,} tokens but the model's embedding only {vocab_size:,}: use the "
-            "checkpoint's own tokenizer (drop --tokenizer_name), or resize the model's embeddings first."
+        raise UsageError(
+            f"The tokenizer has {len(tokenizer):,} tokens but the model's embedding only {vocab_size:,}",
+            "use the checkpoint's own tokenizer (drop --tokenizer_name), or resize the model's embeddings first",
         )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -516,11 +673,14 @@ def evaluations(trainer: Trainer, task: Task, evaluate_before: bool) -> tuple[di
 def save_outputs(trainer: Trainer, results: dict, tokenizer: PreTrainedTokenizerBase, arguments: tuple, start: float):
     """Saves the model (PEFT: the adapter only) and tokenizer, the merged model on --merge, results.json and the
     model card; adds to `results` what it learns on the way (merge check, peak memory, run time, the arguments)."""
-    model_args, data_args, peft_args, eval_args, training_args = arguments
+    model_args, data_args, peft_args, eval_args, run_args, training_args = arguments
     output_dir = Path(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        trainer.model.config.use_cache = True  # the saved model generates with its cache
-        trainer.save_model()
+    main_process = trainer.is_world_process_zero()
+    trainer.model.config.use_cache = True  # the saved model generates with its cache
+    # Every process saves (sharded weights gather); the main one moves the files into place, so a failed save leaves
+    # the earlier files whole.
+    save_atomically(trainer.save_model, str(output_dir), main_process)
+    if main_process:
         write_sentence_transformers_files(output_dir)  # an encoder's pooling (a PEFT adapter's folder gets none)
         if peft_args.merge:
             results["merged"] = save_merged(trainer, output_dir / "merged", tokenizer)
@@ -531,11 +691,11 @@ def save_outputs(trainer: Trainer, results: dict, tokenizer: PreTrainedTokenizer
         "data": asdict(data_args),
         "peft": asdict(peft_args),
         "evaluation": asdict(eval_args),
+        "run": asdict(run_args),
         "training": {k: str(v) for k, v in training_args.to_dict().items() if not k.startswith("_")},
     }
-    if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if main_process:
+        save_atomically(lambda folder: write_results(results, Path(folder)), str(output_dir))
         write_model_card(training_args.output_dir)  # after save_model: PEFT writes a README.md of its own there
 
 
@@ -553,10 +713,60 @@ def save_merged(trainer: Trainer, path: Path, tokenizer: PreTrainedTokenizerBase
     if not torch.allclose(before, after, atol=1e-4, rtol=1e-4):
         raise RuntimeError(f"The merged model's outputs differ from the adapter model's by {max_abs_diff:.2e}.")
     merged.config.use_cache = True
-    merged.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+
+    def save(folder: str) -> None:
+        merged.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    save_atomically(save, str(path))
     trainer.model = merged  # the adapter model no longer exists: its layers were folded in
     return {"path": str(path), "max_abs_diff": max_abs_diff}
+
+
+def write_results(results: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+def check_labels_left(features: DatasetDict, max_length: int) -> None:
+    """Some token label of every split survives tokenizing: a split whose labels are all -100 (causal-lm rows whose
+    completions --max_length cuts off, say) trains nothing, or evaluates to a NaN loss. Rows left without any label
+    are counted aloud."""
+    for split, dataset in features.items():
+        if "labels" not in dataset.column_names:
+            continue
+        column = dataset.with_format("arrow")["labels"]
+        if not (pa.types.is_list(column.type) and pa.types.is_integer(column.type.value_type)):
+            continue  # one class id (or multi-hot floats) per row: nothing is ignored
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        kept = pc.not_equal(pc.list_flatten(column), -100)
+        labelled = len(pc.unique(pc.filter(pc.list_parent_indices(column), kept)))
+        require(
+            labelled > 0,
+            f"every label of the {split} split is ignored (-100) after tokenizing with --max_length {max_length}, so "
+            + ("training has no loss to learn from" if split == "train" else "its loss would be NaN"),
+            "raise --max_length, or give rows whose targets (completion, target text, tagged words) survive the cut",
+        )
+        if labelled < len(column):
+            print(
+                f"{split}: {len(column) - labelled} of {len(column)} rows keep no label within --max_length "
+                f"{max_length} (they add no loss)"
+            )
+
+
+def loss_warnings(results: dict) -> dict:
+    """`loss_is_finite` for results.json and, when the final evaluation or training loss is not a number (training
+    diverged), a `warnings` entry, also printed on stderr: a NaN is never a silent result."""
+    losses = {"eval_loss": results["metrics"].get("eval_loss"), "train_loss": results.get("train_loss")}
+    bad = [f"{name} is {value}" for name, value in losses.items() if value is not None and not math.isfinite(value)]
+    if not bad:
+        return {"loss_is_finite": True}
+    warning = (
+        f"{', '.join(bad)}: training diverged, so the saved model is no result (results.json says "
+        '"loss_is_finite": false) — lower --learning_rate, keep --max_grad_norm 1, or check the data'
+    )
+    print(f"fourfold finetune: warning: {warning}", file=sys.stderr)
+    return {"loss_is_finite": False, "warnings": [warning]}
 
 
 def first_output(outputs) -> torch.Tensor:

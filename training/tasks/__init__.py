@@ -17,6 +17,7 @@ the `--task` and `--problem_type` flags to a record once; every task's checks ru
 built, so bad labels fail in seconds.
 """
 
+from fourfold.training.errors import UsageError, closest
 from fourfold.training.tasks.base import Task, TaskOptions
 from fourfold.training.tasks.causal_lm import CAUSAL_LM
 from fourfold.training.tasks.columns import Columns
@@ -47,16 +48,19 @@ __all__ = ["DEFAULT_PROBLEM_TYPE", "PROBLEM_TYPES", "TASKS", "Columns", "Task", 
 
 
 def get_task(name: str, problem_type: str | None = None) -> Task:
-    """The record of `--task name` (and `--problem_type`; `None` or the default: the task's own record); raises
-    naming the choices."""
+    """The record of `--task name` (and `--problem_type`; `None` or the default: the task's own record); a
+    `UsageError` naming the choices (and the nearest one) otherwise."""
     if name not in TASKS:
-        raise ValueError(f"--task {name!r}: choose one of {', '.join(TASKS)}.")
+        raise UsageError(f"--task {name!r} is not a task{closest(name, TASKS)}", f"choose one of {', '.join(TASKS)}")
     task = TASKS[name]
     if problem_type in (None, DEFAULT_PROBLEM_TYPE):
         return task
     if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"--problem_type {problem_type!r}: choose one of {', '.join(PROBLEM_TYPES)}.")
+        raise UsageError(
+            f"--problem_type {problem_type!r} is not a problem type{closest(problem_type, PROBLEM_TYPES)}",
+            f"choose one of {', '.join(PROBLEM_TYPES)}",
+        )
     if problem_type not in task.problem_types:
         able = " / ".join(t.name for t in TASKS.values() if problem_type in t.problem_types)
-        raise ValueError(f"--problem_type {problem_type} needs --task {able}, not {name}.")
+        raise UsageError(f"--problem_type {problem_type} needs --task {able}, not {name}", f"pass --task {able}")
     return task.problem_types[problem_type]

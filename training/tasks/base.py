@@ -23,6 +23,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from fourfold.training.errors import UsageError, closest
 from fourfold.training.tasks.columns import Columns
 from fourfold.training.trainer import FourfoldTrainer
 
@@ -155,10 +156,10 @@ class Task:
         from fourfold.modeling import CONFIG_CLASSES
 
         able = [model_type for model_type, config_class in CONFIG_CLASSES.items() if config_class in mapping]
-        raise ValueError(
+        raise UsageError(
             f"A {config.model_type} checkpoint cannot do {self.name}: transformers has no "
-            f"{self.auto_class.__name__} for it. Use a checkpoint of an architecture that can "
-            f"({', '.join(able) or 'none of fourfold'}){self.unfit_hint}."
+            f"{self.auto_class.__name__} for it",
+            f"use a checkpoint of an architecture that can ({', '.join(able) or 'none of fourfold'}){self.unfit_hint}",
         )
 
     def check_columns(self, raw: DatasetDict, columns: Columns) -> None:
@@ -166,9 +167,10 @@ class Task:
         for split, dataset in raw.items():
             missing = [c for c in self.columns(columns) if c not in dataset.column_names]
             if missing:
-                raise ValueError(
-                    f"The {split} data has no column {missing} needed for {self.name}; its columns are "
-                    f"{dataset.column_names}. Name the right ones with --text_column / --label_column / ... ."
+                raise UsageError(
+                    f"The {split} data has no column {missing} needed for {self.name}"
+                    f"{closest(missing[0], dataset.column_names)}; its columns are {dataset.column_names}",
+                    "name the right ones with --text_column / --label_column / ...",
                 )
 
     def tokenize_splits(

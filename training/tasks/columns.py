@@ -21,3 +21,9 @@ class Columns:
     prompt: str = "prompt"
     completion: str = "completion"
     target: str = "target"
+
+    def texts(self) -> list[str]:
+        """The columns that hold text (a string; token classification's `text`: a list of words), where an empty
+        cell is a mistake in the data; the others hold labels, answers or choices."""
+        names = (self.text, self.text_pair, self.question, self.context, self.prompt, self.completion, self.target)
+        return [name for name in names if name is not None]

@@ -11,6 +11,7 @@ import torch
 from datasets import DatasetDict
 from transformers import AutoModelForMultipleChoice, EvalPrediction, PreTrainedTokenizerBase
 
+from fourfold.training.errors import UsageError
 from fourfold.training.metrics import load_metric
 from fourfold.training.tasks.base import Task, TaskOptions, model_input_names
 from fourfold.training.tasks.columns import Columns
@@ -22,10 +23,15 @@ def check_choice_labels(raw: DatasetDict, options: TaskOptions) -> TaskOptions:
     c = options.columns
     for split, dataset in raw.items():
         for row, (label, choices) in enumerate(zip(dataset[c.label], dataset[c.choices], strict=True)):
+            if not isinstance(choices, list) or not all(isinstance(choice, str) for choice in choices):
+                raise UsageError(
+                    f"{split} row {row}: column {c.choices!r} holds {choices!r}", "give a list of choices (texts)"
+                )
             if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-                raise ValueError(
+                raise UsageError(
                     f"{split} row {row}: label {label!r} must be the index (an integer in [0, {len(choices)})) of "
-                    f"the right choice in column {c.choices!r}."
+                    f"the right choice in column {c.choices!r}",
+                    "fix the label, or drop the row",
                 )
     return options
 

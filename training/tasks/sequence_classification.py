@@ -23,6 +23,7 @@ from datasets import DatasetDict
 from peft import TaskType
 from transformers import AutoModelForSequenceClassification, EvalPrediction
 
+from fourfold.training.errors import UsageError
 from fourfold.training.tasks.base import Task, TaskOptions, model_input_names, padding_collator
 from fourfold.training.tasks.columns import Columns
 from fourfold.training.tasks.labels import (
@@ -121,10 +122,10 @@ def multi_label_items(separator: str | None, label_column: str):
     def row_items(split: str, row: int, value) -> list:
         if not (isinstance(value, list | tuple) or (isinstance(value, str) and separator is not None)):
             hint = " or a string with --label_separator" if isinstance(value, str) else ""
-            raise ValueError(
-                f"{split} row {row}: label {value!r} ({type(value).__name__}) in column {label_column!r}. "
+            raise UsageError(
+                f"{split} row {row}: label {value!r} ({type(value).__name__}) in column {label_column!r}",
                 "--problem_type multi_label_classification needs a list of label names or ids in every row "
-                f"(an empty list for none), e.g. ['sports', 'politics']{hint}."
+                f"(an empty list for none), e.g. ['sports', 'politics']{hint}",
             )
         return label_items(value, separator)
 

@@ -14,6 +14,7 @@ from datasets import DatasetDict
 from peft import TaskType
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, EvalPrediction
 
+from fourfold.training.errors import UsageError
 from fourfold.training.metrics import load_metric
 from fourfold.training.tasks.base import Task, TaskOptions, model_input_names, no_baseline
 from fourfold.training.tasks.columns import Columns
@@ -28,9 +29,9 @@ def tag_lists(label_column: str):
 
     def row_items(split: str, row: int, value) -> list:
         if not isinstance(value, list | tuple):
-            raise ValueError(
-                f"{split} row {row}: --label_column {label_column!r} holds {value!r}; token classification "
-                "needs one tag per word (a list), e.g. ['B-PER', 'I-PER', 'O']."
+            raise UsageError(
+                f"{split} row {row}: --label_column {label_column!r} holds {value!r}",
+                "token classification needs one tag per word (a list), e.g. ['B-PER', 'I-PER', 'O']",
             )
         return value
 
@@ -39,7 +40,17 @@ def tag_lists(label_column: str):
 
 def check_tags(raw: DatasetDict, options: TaskOptions) -> TaskOptions:
     column = options.columns.label
-    return replace(options, labels=resolve_labels(raw, column, NAME, tag_lists(column), options.num_labels))
+    labels = resolve_labels(raw, column, NAME, tag_lists(column), options.num_labels, noun="tag")
+    text = options.columns.text
+    for split, dataset in raw.items():  # one tag per word: a row whose lists differ cannot be aligned
+        for row, (words, tags) in enumerate(zip(dataset[text], dataset[column], strict=True)):
+            if not isinstance(words, list) or len(words) != len(tags):
+                what = f"{len(words)} words" if isinstance(words, list) else f"a {type(words).__name__}, not words"
+                raise UsageError(
+                    f"{split} row {row}: --text_column {text!r} holds {what} but {len(tags)} tags",
+                    "give a list of words and exactly one tag per word",
+                )
+    return replace(options, labels=labels)
 
 
 def tokenize_words(tokenizer, config, options: TaskOptions):
