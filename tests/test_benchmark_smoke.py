@@ -200,3 +200,40 @@ def test_flops_count_every_matmul_once():
     assert mfu.matmul_parameters(model) == layers * (4 * h * h + 3 * h * f) + v * h  # tied LM head once
     gpt2 = pairs.build_model(pairs.peer_gpt2, size, settings)  # Conv1D layers count too
     assert mfu.matmul_parameters(gpt2) == layers * (4 * h * h + 2 * h * 4 * h) + v * h
+
+
+def test_time_to_target_interpolates_the_first_crossing():
+    import time_to_target
+
+    curve = [(0, 8.0), (10, 6.0), (20, 5.0), (30, 4.0), (40, 4.5)]
+    assert time_to_target.steps_to_target(curve, 5.5) == 15.0  # between 6.0 at 10 and 5.0 at 20
+    assert time_to_target.steps_to_target(curve, 4.0) == 30.0
+    assert time_to_target.steps_to_target(curve, 3.9) is None
+    assert time_to_target.parse_variant('x:lr_scheduler_type=cosine;config_overrides={"a": 1, "b": 2}') == (
+        "x",
+        ["--lr_scheduler_type", "cosine", "--config_overrides", '{"a": 1, "b": 2}'],
+    )
+
+
+def test_time_to_target_quick_run_writes_every_configuration(tmp_path):
+    import time_to_target
+
+    variants = ["--variant", "recipe", "--variant", "adamw:optimizer=adamw"]
+    assert time_to_target.main(["--quick", "--out", str(tmp_path), *variants]) == 0
+    result = json.loads((tmp_path / "time_to_target.json").read_text())
+    assert [row["configuration"] for row in result["configurations"]] == ["encoder", "decoder", "seq2seq"]
+    peers = {row["configuration"]: row["peer"]["model"] for row in result["configurations"]}
+    assert peers == {
+        "encoder": "BertForMaskedLM",
+        "decoder": "LlamaForCausalLM",
+        "seq2seq": "BartForConditionalGeneration",
+    }
+    for row in result["configurations"]:
+        assert row["target"] == row["peer"]["final_loss"] and row["held_out_predicted_tokens"] > 0
+        assert set(row["ours"]) == {"recipe", "adamw"}
+        for ours in row["ours"].values():
+            assert ours["steps"] == 4 and [s for s, _ in ours["curve"]] == [0, 2, 4]
+            assert ours["seconds_per_step"] > 0 and math.isfinite(ours["final_loss"])
+            if ours["steps_to_target"] is not None:
+                assert math.isclose(ours["seconds_to_target"], ours["steps_to_target"] * ours["seconds_per_step"])
+    assert "| encoder |" in (tmp_path / "time_to_target.md").read_text()
