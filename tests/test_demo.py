@@ -1,0 +1,51 @@
+"""`fourfold demo`'s pieces: its arguments (bundled corpus by default, no network), the fresh-weights side of the
+transfer comparison (same config and tokenizer as the checkpoint, other weights), and the printed gain."""
+
+import torch
+from finetune_helpers import build_checkpoint
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+from fourfold.training import demo
+
+
+def test_arguments_default_to_the_bundled_corpus_and_the_encoder():
+    args = demo.parse_args([])
+    assert args.architecture == "all" and args.transfer == "encoder" and args.seed == 42 and not args.skip_finetune
+    assert [demo.CORPUS.name] == [p.rsplit("/", 1)[-1] for p in args.train_files] and demo.CORPUS.is_file()
+    assert demo.TRANSFER_RECIPE.is_file()
+    args = demo.parse_args(["--architecture", "decoder", "--transfer", "all", "--seed", "7", "--max_steps", "3"])
+    assert (args.architecture, args.transfer, args.seed, args.max_steps) == ("decoder", "all", 7, 3)
+
+
+def test_fresh_copy_differs_from_the_checkpoint_in_the_weights_only(tmp_path):
+    pretrained = build_checkpoint("encoder", tmp_path / "pretrained", seed=0)
+    fresh = demo.fresh_copy(pretrained, tmp_path / "fresh", seed=1)
+    configs = [AutoConfig.from_pretrained(p).to_dict() for p in (fresh, pretrained)]
+    assert configs[0] | {"_name_or_path": None} == configs[1] | {"_name_or_path": None}
+    assert AutoTokenizer.from_pretrained(fresh).get_vocab() == AutoTokenizer.from_pretrained(pretrained).get_vocab()
+    a, b = (AutoModelForMaskedLM.from_pretrained(p).state_dict() for p in (pretrained, fresh))
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    matrices = [k for k in a if a[k].dim() == 2]
+    assert matrices and not any(torch.equal(a[k], b[k]) for k in matrices)
+    again = AutoModelForMaskedLM.from_pretrained(demo.fresh_copy(pretrained, tmp_path / "again", seed=1))
+    assert all(torch.equal(v, b[k]) for k, v in again.state_dict().items())  # seeded
+
+
+def test_transfer_lines_report_the_gain_over_fresh_weights():
+    def results(accuracy: float) -> dict:
+        return {
+            "task": "sequence-classification",
+            "method": "full",
+            "metrics": {"eval_accuracy": accuracy},
+            "metrics_before": {"eval_before_accuracy": 0.5},
+            "baseline": {"baseline_accuracy": 0.5},
+            "parameters": {"trainable_percent": 100.0, "total": 1000},
+            "peak_memory": {"rss_mb": 700.0, "cuda_allocated_mb": None},
+            "runtime_s": 30.0,
+        }
+
+    scores = {"fresh": results(0.71), "pretrained": results(0.83)}
+    assert demo.accuracies(scores) == {"fresh": 0.71, "pretrained": 0.83, "majority": 0.5}
+    lines = demo.transfer_lines(scores)
+    assert "accuracy 0.50 -> 0.71" in lines[0] and "accuracy 0.50 -> 0.83" in lines[1]
+    assert lines[2].startswith("pretraining bought +12.0 accuracy points (0.710 -> 0.830; majority class 0.500)")
