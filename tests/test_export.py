@@ -21,9 +21,11 @@ from fourfold.configuration.presets import bart_like, bert_like, gpt2_like, llam
 from fourfold.training.cli import main as cli_main
 from fourfold.training.convert import convert
 from fourfold.training.export import ExportError, choose_target, export_checkpoint, export_model
+from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
 from fourfold.training.tokenizer import train_tokenizer
 
 TOLERANCE = 1e-5
+TEXT = "call me ishmael some years ago never mind how long precisely having little or no money"
 VOCAB = 99
 SIZES = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40)
 ROBERTA = bert_like(position_offset=2, padding_aware_positions=True, pad_token_id=1, type_vocab_size=1)
@@ -302,7 +304,7 @@ def test_an_init_only_option_does_not_block():
 def saved_checkpoint(path, architecture: str, **options):
     head = {"decoder": "FourfoldDecoderForCausalLM", "prefix-lm": "FourfoldPrefixLMForCausalLM"}[architecture]
     model = tiny_fourfold(architecture, head, **options)
-    tokenizer = train_tokenizer(["call me ishmael some years ago never mind how long"] * 4, architecture, VOCAB)
+    tokenizer = train_tokenizer([TEXT] * 4, architecture, VOCAB)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     model.generation_config.max_new_tokens = 3
     model.save_pretrained(path)
@@ -336,3 +338,25 @@ def test_the_prefix_lm_exports_only_with_the_flag_and_says_the_prefix_becomes_ca
     with torch.no_grad():
         causal, prefixed = native(**inputs).logits, model(**inputs, prefix_mask=inputs["attention_mask"]).logits
     assert (causal - prefixed)[inputs["attention_mask"].bool()].abs().max() > 1e-3
+
+
+def test_an_exported_encoder_embeds_in_sentence_transformers_as_fourfold_does(tmp_path):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    model = tiny_fourfold("encoder", "FourfoldEncoderForMaskedLM", **bert_like())
+    model.save_pretrained(tmp_path / "src")
+    train_tokenizer([TEXT] * 4, "encoder", VOCAB).save_pretrained(tmp_path / "src")
+    write_sentence_transformers_files(tmp_path / "src")  # as pretrain writes them
+    export_checkpoint(tmp_path / "src", tmp_path / "out")
+    assert (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
+
+    sentences = ["call me ishmael", "some years ago never mind how long precisely"]
+    embeddings = sentence_transformers.SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(
+        sentences, convert_to_tensor=True
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "src")
+    inputs = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = model.model(**inputs).last_hidden_state  # (B, T, hidden)
+    mask = inputs["attention_mask"][..., None].float()
+    expected = (states * mask).sum(1) / mask.sum(1)  # mean over real tokens, by hand
+    assert (embeddings - expected).abs().max() <= TOLERANCE

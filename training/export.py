@@ -52,6 +52,7 @@ from fourfold.modeling import FourfoldConfig, FourfoldPreTrainedModel
 from fourfold.training.architectures import architecture_of
 from fourfold.training.convert import RECIPES, Rule
 from fourfold.training.errors import UsageError, one_line
+from fourfold.training.sentence_transformers_files import sentence_transformers_upload
 
 logger = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ def export_checkpoint(
     Args:
         src: a fourfold output folder (as `fourfold pretrain`, `finetune` or `convert` write) or a loaded model.
         dst: the output folder: native weights and config (no `auto_map`), generation config, the source's
-            tokenizer, `export.json` and a README card.
+            tokenizer and sentence-transformers files (an encoder's pooling), `export.json` and a README card.
         target: "bert", "roberta", "llama", "qwen3", "gpt2" or "bart"; default: the first that expresses the checkpoint.
         allow_causal_prefix: export a prefix LM as a causal decoder (its prefix becomes causal).
         verify: run both models on a short padded random batch and raise if their outputs differ (float32).
@@ -522,6 +523,9 @@ def export_checkpoint(
             AutoTokenizer.from_pretrained(src).save_pretrained(dst)
         except (OSError, ValueError, TypeError) as error:
             logger.warning("No tokenizer saved: %s has none that loads (%s).", src, one_line(error))
+        for name, content in sentence_transformers_upload(src).items():  # an encoder's modules.json, 1_Pooling/...
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            (dst / name).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
     causal_prefix = architecture_of(model.config.model_type).name == "prefix-lm"
     record = {
         "source": str(src) if isinstance(src, (str, Path)) else model.name_or_path or None,
