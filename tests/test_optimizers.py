@@ -2,6 +2,7 @@
 step of the combined optimiser moves every weight as torch's own Muon and AdamW do on those parameters."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +92,16 @@ def _args() -> TrainingArguments:
     return TrainingArguments(
         output_dir="unused", learning_rate=0.02, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, report_to="none"
     )
+
+
+def test_a_shortened_run_decays_over_the_steps_it_has():
+    from fourfold.training.optimizers import fit_decay_steps
+    from fourfold.training.pretrain import check_arguments, parse_arguments
+
+    recipe = str(Path(__file__).resolve().parents[1] / "configuration" / "pretrain-decoder-tiny.yaml")
+    *args, _, training_args = parse_arguments([recipe, "--max_steps", "50", "--warmup_steps", "30"])
+    check_arguments(*args, training_args)
+    assert training_args.lr_scheduler_kwargs == {"num_decay_steps": 20}  # the recipe's 120, clipped to 50 - 30
+    *_, full = parse_arguments([recipe])
+    fit_decay_steps(full)
+    assert full.lr_scheduler_kwargs == {"num_decay_steps": 120}

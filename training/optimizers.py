@@ -115,3 +115,18 @@ def optimizer_cls_and_kwargs(name: str, training_args) -> tuple[type, dict] | No
         eps=training_args.adam_epsilon,
     )
     return MuonWithAdamWFactory, kwargs
+
+
+def fit_decay_steps(training_args) -> None:
+    """`lr_scheduler_type: warmup_stable_decay` with `lr_scheduler_kwargs: {num_decay_steps: N}`: N is clipped to the
+    steps after warmup, so a run shortened with `--max_steps` decays over what is left instead of starting its
+    decay before its first step (transformers would make the stable phase negative)."""
+    kwargs = training_args.lr_scheduler_kwargs
+    if (
+        training_args.lr_scheduler_type == "warmup_stable_decay"
+        and isinstance(kwargs, dict)
+        and "num_decay_steps" in kwargs
+        and training_args.max_steps > 0
+    ):
+        after_warmup = training_args.max_steps - training_args.get_warmup_steps(training_args.max_steps)
+        kwargs["num_decay_steps"] = max(0, min(int(kwargs["num_decay_steps"]), after_warmup))

@@ -44,7 +44,7 @@ from fourfold.training.collators import MODE_TOKENS
 from fourfold.training.data import BUNDLED_CORPUS, load_text_dataset, tokenize_and_group
 from fourfold.training.errors import UsageError, check_between, closest, require
 from fourfold.training.metrics import with_perplexity
-from fourfold.training.optimizers import OPTIMIZERS, optimizer_cls_and_kwargs
+from fourfold.training.optimizers import OPTIMIZERS, fit_decay_steps, optimizer_cls_and_kwargs
 from fourfold.training.outputs import prepare_output_dir
 from fourfold.training.samples import write_samples
 from fourfold.training.sentence_transformers_files import write_sentence_transformers_files
@@ -387,6 +387,7 @@ def check_arguments(
         "set --max_steps: a stream has no length to count epochs by",
     )
     check_training_arguments(training_args)
+    fit_decay_steps(training_args)  # a run shortened with --max_steps still decays its learning rate
     config = check_config_overrides(model_args)
     check_block_size(objective.model_length(data_args.block_size, objective_args), config.max_position_embeddings)
     training_args.remove_unused_columns = False  # the collators need every column (offsets, position ids)
