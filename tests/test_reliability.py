@@ -18,6 +18,7 @@ from fourfold.training.errors import UsageError
 from fourfold.training.outputs import (
     latest_complete_checkpoint,
     prepare_output_dir,
+    remove_earlier_run,
     resolve_resume,
     save_atomically,
 )
@@ -170,6 +171,19 @@ def test_output_dir_of_another_run_is_refused_then_replaced(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "loss_curve.png").read_bytes() != b"the earlier run's"
     assert (out / "model.safetensors").read_bytes() != weights
+
+
+def test_overwriting_removes_every_file_and_folder_a_run_writes_and_nothing_else(tmp_path):
+    written = ["model.safetensors", "config.json", "README.md", "modules.json", "1_Pooling/config.json", "merged/x"]
+    for name in [*written, "notes.txt", "data/corpus.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("earlier")
+    remove_earlier_run(tmp_path)
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "data",
+        "data/corpus.txt",
+        "notes.txt",
+    ]
 
 
 def fake_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:

@@ -52,6 +52,7 @@ RUN_OUTPUTS = (
     "merged",
     "base_model",
     "runs",
+    "1_Pooling",  # sentence-transformers' pooling module (training/sentence_transformers_files.py)
 )
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
