@@ -164,6 +164,8 @@ def test_output_dir_is_refused_resumed_then_replaced(tmp_path, capsys):
     assert "Skipping incomplete checkpoints" in printed and "checkpoint-2 (no optimizer.pt)" in printed
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2  # step 2 trained again, from checkpoint-1
+    # A fresh preset resumes with the tokenizer its run trained (a new one could number the tokens otherwise).
+    assert (out / "tokenizer.json").read_text() == (out / "checkpoint-1" / "tokenizer.json").read_text()
 
     (out / "notes.txt").write_text("mine")  # not something a run writes: kept
     status, _, err = run_cli(finetune(tmp_path, "--overwrite_output_dir", "true", "--seed", "7"), capsys)

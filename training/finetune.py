@@ -678,8 +678,10 @@ def save_outputs(trainer: Trainer, results: dict, tokenizer: PreTrainedTokenizer
     main_process = trainer.is_world_process_zero()
     trainer.model.config.use_cache = True  # the saved model generates with its cache
     # Every process saves (sharded weights gather); the main one moves the files into place, so a failed save leaves
-    # the earlier files whole.
-    save_atomically(trainer.save_model, str(output_dir), main_process)
+    # the earlier files whole. --push_to_hub uploads the folder once they are in place, not the temporary one.
+    save_atomically(lambda folder: trainer.save_model(folder, _internal_call=True), str(output_dir), main_process)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()  # as `save_model` did: before --merge replaces the trainer's model
     if main_process:
         write_sentence_transformers_files(output_dir)  # an encoder's pooling (a PEFT adapter's folder gets none)
         if peft_args.merge:
