@@ -340,14 +340,18 @@ def blockers(model: FourfoldPreTrainedModel, target: Target) -> list[str]:
     for name, wanted in target.required.items():  # (an option this fourfold version lacks reads as None)
         _same(name, getattr(config, name, None), wanted, problems, f"{target.name} hard-codes it")
     target.native_config(config, head, problems)
-    known = NEUTRAL_OPTIONS | _SIZES_AND_DROPOUT | target.expressed | set(target.required)
-    for option in _own_options(type(config)):
-        if option.name not in known and getattr(config, option.name) != _default(option):
-            problems.append(
-                f"{option.name}={getattr(config, option.name)!r} (export does not know this option; only its default "
-                f"{_default(option)!r} exports)"
-            )
+    for name, default in _unknown_options(config, target).items():
+        problems.append(
+            f"{name}={getattr(config, name)!r} (export does not know this option; only its default {default!r} exports)"
+        )
     return problems
+
+
+def _unknown_options(config: FourfoldConfig, target: Target) -> dict[str, Any]:
+    """Options `target` neither requires nor expresses that are not at their default: name -> the default."""
+    known = NEUTRAL_OPTIONS | _SIZES_AND_DROPOUT | target.expressed | set(target.required)
+    options = [o for o in _own_options(type(config)) if o.name not in known]
+    return {o.name: _default(o) for o in options if getattr(config, o.name) != _default(o)}
 
 
 def _own_options(config_class: type[FourfoldConfig]) -> list[dataclasses.Field]:
@@ -386,17 +390,22 @@ def _fix(model: FourfoldPreTrainedModel, candidates: list[Target], found: dict[s
     """What to change: the pretraining overrides that give the closest target's options."""
     best = min(candidates, key=lambda t: len(found[t.name]))
     record = architecture_of(model.config.model_type)
-    overrides = {k: v for k, v in best.required.items() if getattr(model.config, k) != v}
-    if best.name in ("bert", "roberta", "gpt2", "bart") and model.config.num_key_value_heads != (
-        model.config.num_attention_heads
-    ):
-        overrides["num_key_value_heads"] = model.config.num_attention_heads
+    config = model.config
+    overrides = {k: v for k, v in best.required.items() if getattr(config, k, None) != v}
+    if "num_key_value_heads" not in best.expressed and config.num_key_value_heads != config.num_attention_heads:
+        overrides["num_key_value_heads"] = config.num_attention_heads  # no GQA
+    overrides |= _unknown_options(config, best)
     preset = f"{record.name}-<size>" if record else "<preset>"
+    flavour = (
+        f" (see the `{best.name}_like()` flavour in fourfold.configuration.presets)" if best.name in _FLAVOURS else ""
+    )
     return (
         f"pretrain with --config_name {preset} --config_overrides '{json.dumps(overrides)}' to export as "
-        f"{best.name} (the `{best.name}_like()` flavour in fourfold.configuration.presets), or keep the checkpoint "
-        "fourfold-only (trust_remote_code=True)"
+        f"{best.name}{flavour}, or keep the checkpoint fourfold-only (trust_remote_code=True)"
     )
+
+
+_FLAVOURS = ("bert", "gpt2", "llama", "bart")  # configuration.presets' `<name>_like()`
 
 
 # ----------------------------------------------------------------------------------------------------------------
