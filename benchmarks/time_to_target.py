@@ -491,10 +491,25 @@ def main(argv: list[str] | None = None) -> int:
     if options.quick:
         options.peer_steps, options.ours_steps, options.eval_every, options.held_out_rows = 4, 4, 2, 8
     options.variants = dict(parse_variant(v) for v in (options.variant or ["recipe"]))
+    threads, verbosity, bars = (
+        torch.get_num_threads(),
+        transformers.logging.get_verbosity(),
+        datasets.is_progress_bar_enabled(),
+    )
     if options.threads:
         torch.set_num_threads(options.threads)
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    try:
+        return _run(options)
+    finally:  # a caller (the smoke test) keeps its own settings
+        torch.set_num_threads(threads)
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _run(options) -> int:
 
     start, load_start = time.time(), os.getloadavg()[0]
     uptime = os.popen("uptime").read().strip()
