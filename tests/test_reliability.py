@@ -247,3 +247,31 @@ def test_failed_final_save_leaves_the_earlier_model_whole(tmp_path):
 
     save_atomically(good, str(tmp_path))
     assert (tmp_path / "config.json").read_text() == '{"new": true}' and (tmp_path / "extra.bin").is_file()
+
+
+def test_pretrain_final_save_never_lets_the_trainer_upload_the_temporary_folder(tmp_path):
+    """transformers' `Trainer.save_model(folder)` pushes `folder` under --push_to_hub unless `_internal_call=True`;
+    the atomic save writes to a temporary folder first, so it must pass it (pretrain pushes once the files are in
+    place)."""
+    import inspect
+
+    from transformers import Trainer
+
+    from fourfold.training.architectures import _save_with_trainer
+
+    assert "_internal_call" in inspect.signature(Trainer.save_model).parameters  # the flag we rely on still exists
+    calls = []
+
+    class RecordingTrainer:
+        args = type("Args", (), {"output_dir": str(tmp_path)})
+
+        def is_world_process_zero(self) -> bool:
+            return True
+
+        def save_model(self, folder: str, _internal_call: bool = False) -> None:
+            calls.append((Path(folder).name, _internal_call))
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "model.safetensors").write_bytes(b"w")
+
+    _save_with_trainer(RecordingTrainer(), None, None)
+    assert calls == [(".saving", True)] and (tmp_path / "model.safetensors").is_file()

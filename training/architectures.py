@@ -74,8 +74,12 @@ def _build_head(head: type[PreTrainedModel], config: FourfoldConfig, args) -> nn
 
 
 def _save_with_trainer(trainer, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
-    # On every process: sharded (FSDP, DeepSpeed) models gather their weights here.
-    save_atomically(trainer.save_model, trainer.args.output_dir, trainer.is_world_process_zero())
+    # On every process: sharded (FSDP, DeepSpeed) models gather their weights here. `_internal_call`: the Trainer
+    # would upload the temporary folder under --push_to_hub; pretrain pushes once the files are in place.
+    def save(folder: str) -> None:
+        trainer.save_model(folder, _internal_call=True)
+
+    save_atomically(save, trainer.args.output_dir, trainer.is_world_process_zero())
     return model
 
 
