@@ -6,7 +6,7 @@
 Per architecture and seed, the demo's path (`fourfold.training.demo`): pretrain the tiny recipe
 (configuration/pretrain-<architecture>-tiny.yaml) on the State of the Union corpus (default: the bundled sample;
 `python benchmarks/sotu_corpus.py --full outputs/sotu` writes the whole one), then fine-tune the era task
-(configuration/finetune-sotu-era-full.yaml: 400 labelled passages, 500 held out, from addresses outside the
+(configuration/finetune-sotu-era-full.yaml: 200 labelled passages, 500 held out, from addresses outside the
 pretraining text) twice with the same recipe and seed: from the pretrained checkpoint and from a copy with fresh
 random weights (same config, same tokenizer). The seed seeds pretraining, the fresh weights and fine-tuning.
 Writes `<out>/transfer.json` (held-out accuracies, majority baseline, pretraining loss, run times, the machine's load

@@ -6,7 +6,7 @@
    corruption. Prints the held-out loss at every evaluation, throughput and samples; saves model, tokenizer, loss
    curve, log and model card to outputs/<architecture>/.
 2. Transfer: fine-tune the encoder on a task with few labels, the era of a State of the Union passage (1790-1899 or
-   1900-2021; 400 labelled passages, 500 held out, from addresses that are not in the pretraining text), with one
+   1900-2021; 200 labelled passages, 500 held out, from addresses that are not in the pretraining text), with one
    recipe (configuration/finetune-sotu-era-full.yaml) twice: from the pretrained checkpoint, and from the same model
    with fresh random weights (same tokenizer, same budget, same seed). Prints both held-out accuracies next to the
    majority-class baseline, and the difference: what pretraining bought. Saves to outputs/finetune-era-{pretrained,
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TASK_DESCRIPTION = (
-    "the era of a State of the Union passage (1790-1899 or 1900-2021), 400 labelled passages, 500 held out, "
+    "the era of a State of the Union passage (1790-1899 or 1900-2021), 200 labelled passages, 500 held out, "
     "from addresses outside the pretraining text; the same fine-tuning from fresh weights and from the pretrained ones"
 )
 
