@@ -1,5 +1,7 @@
 """`optimizer: muon` (training/optimizers.py): Muon takes exactly the blocks' linear weights, AdamW the rest, and one
-step of the combined optimiser moves every weight as torch's own Muon and AdamW do on those parameters."""
+step of the combined optimiser moves every weight as torch's own Muon and AdamW do on those parameters: bitwise with
+the Newton-Schulz iterations in bfloat16 (torch's dtype), and closer to the float64 iteration than torch in the
+float32 that ours uses off CUDA."""
 
 import copy
 from pathlib import Path
@@ -11,7 +13,7 @@ from transformers import TrainingArguments
 
 from fourfold.configuration import get_config
 from fourfold.modeling import FourfoldDecoderForCausalLM, FourfoldEncoderForMaskedLM
-from fourfold.training.optimizers import MuonWithAdamW, optimizer_cls_and_kwargs, split_parameters
+from fourfold.training.optimizers import Muon, MuonWithAdamW, newton_schulz, optimizer_cls_and_kwargs, split_parameters
 
 KW = dict(lr=0.02, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
 
@@ -41,29 +43,72 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert _named(model, muon) | rest == every and not _named(model, muon) & rest
 
 
-def test_one_step_matches_torch_muon_and_adamw_on_those_parameters():
-    model = _encoder()
-    reference = copy.deepcopy(model)
-    batch = {"input_ids": torch.randint(5, 50, (2, 12))}
-    batch["labels"] = batch["input_ids"].masked_fill(torch.rand(2, 12) > 0.3, -100)
-    batch["labels"][0, 0] = 7
+def _two_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+    for step in range(2):  # the second step reads the momentum buffers
+        torch.manual_seed(step)
+        batch = {"input_ids": torch.randint(5, 50, (2, 12))}
+        batch["labels"] = batch["input_ids"].masked_fill(torch.rand(2, 12) > 0.3, -100)
+        batch["labels"][0, 0] = 7
+        model.train()
+        model(**batch).loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def _muon_with_adamw(model: nn.Module, newton_schulz_dtype: torch.dtype | None) -> MuonWithAdamW:
     optimizer_cls, kwargs = optimizer_cls_and_kwargs("muon", _args())
     optimizer = optimizer_cls()(model, **kwargs)
+    optimizer.muon.newton_schulz_dtype = newton_schulz_dtype
+    return optimizer
+
+
+def test_steps_match_torch_muon_and_adamw_on_those_parameters():
+    """With torch's bfloat16 iterations, two steps equal torch.optim.Muon + AdamW's bit for bit."""
+    model = _encoder()
+    reference = copy.deepcopy(model)
+    optimizer = _muon_with_adamw(model, torch.bfloat16)
     assert isinstance(optimizer, MuonWithAdamW) and len(optimizer.param_groups) == 3
     muon, decay, no_decay = split_parameters(reference)
     torch_muon = torch.optim.Muon(muon, lr=0.02, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw")
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
     torch_adamw = torch.optim.AdamW(groups, lr=0.02, betas=(0.9, 0.95), eps=1e-8)
-    for m in (model, reference):
-        m.train()
-        m(**batch).loss.backward()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer.step()
-    torch_muon.step()
-    torch_adamw.step()
+    _two_steps(model, [optimizer])
+    _two_steps(reference, [torch_muon, torch_adamw])
     for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
-        torch.testing.assert_close(ours, theirs, msg=name)
         assert not torch.equal(ours, before[name]), name  # every trained weight moved
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=name)
+
+
+def test_cpu_parameters_iterate_in_float32():
+    models = {dtype: _encoder() for dtype in (None, torch.float32, torch.bfloat16)}
+    for dtype, model in models.items():
+        _two_steps(model, [_muon_with_adamw(model, dtype)])
+    default, float32, bfloat16 = (dict(m.named_parameters()) for m in models.values())
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(default[name], float32[name]) and not torch.equal(default[name], bfloat16[name])
+
+
+def test_float32_iterations_are_closer_to_float64_than_bfloat16():
+    coefficients, steps, eps = (3.4445, -4.7750, 2.0315), 5, 1e-7
+    for shape in [(32, 96), (96, 32)]:  # wide and tall
+        update = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        exact = newton_schulz(update.double(), coefficients, steps, eps, torch.float64)
+        errors = {
+            dtype: (newton_schulz(update, coefficients, steps, eps, dtype).double() - exact).abs().max()
+            for dtype in (torch.float32, torch.bfloat16)
+        }
+        assert errors[torch.float32] < 1e-4 < errors[torch.bfloat16], errors
+        assert newton_schulz(update, coefficients, steps, eps, torch.float32).shape == shape
+
+
+def test_muon_keeps_torchs_interface():
+    weight = nn.Parameter(torch.zeros(4, 6))
+    muon = Muon([weight], lr=0.1)
+    assert isinstance(muon, torch.optim.Muon) and muon.defaults == torch.optim.Muon([weight], lr=0.1).defaults
+    with pytest.raises(ValueError, match="2D"):
+        Muon([nn.Parameter(torch.zeros(3))])
 
 
 def test_scheduler_reaches_both_and_state_round_trips():
