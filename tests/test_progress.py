@@ -53,12 +53,20 @@ def test_line_mode_reports_every_step_with_the_logged_loss(tmp_path):
     assert len(lines) == 4 and "\r" not in stream.getvalue()
     for step, (line, loss) in enumerate(zip(lines[:-1], losses[:-1], strict=True), start=1):
         match = re.fullmatch(
-            r"stage: step (\d+)/3 \((\d+)%\)(, loss ([\d.]+))?, \d+:\d\d elapsed, ~\d+:\d\d left", line
+            r"stage: step (\d+)/3 \((\d+)%\)(, loss ([\d.]+))?, \d+:\d\d elapsed(, ~\d+:\d\d left)?", line
         )
         assert match, line
+        assert (match[5] is None) == (step == 1)  # the first step warms up: no estimate from it
         assert int(match[1]) == step and int(match[2]) == round(100 * step / 3)
         assert (match[4] is None) if loss is None else abs(float(match[4]) - loss) < 1e-3
     assert re.fullmatch(r"stage: done, 3 steps in \d+:\d\d", lines[-1])
+
+
+def test_time_left_is_the_pace_after_the_first_step():
+    progress = LiveProgress("stage", io.StringIO())
+    progress.first_step_seconds = 30.0  # a slow first step (warm-up) ...
+    assert progress.line(11, 100, 30.0 + 10 * 2.0).endswith("0:50 elapsed, ~2:58 left")  # ... then 2 s a step: 89 x 2
+    assert progress.line(1, 100, 30.0).endswith("0:30 elapsed")
 
 
 def test_line_mode_waits_between_lines_but_reports_first_and_last_step(tmp_path):

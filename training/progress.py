@@ -49,11 +49,13 @@ class LiveProgress(TrainerCallback):
         self.every_seconds = every_seconds
         self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = self.last_print = 0.0
+        self.first_step_seconds: float | None = None
         self.loss: float | None = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self.start = time.perf_counter()
         self.last_print = float("-inf")
+        self.first_step_seconds = None
         self.loss = None
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
@@ -64,6 +66,8 @@ class LiveProgress(TrainerCallback):
         now = time.perf_counter()
         interval = 0.5 if self.tty else self.every_seconds
         last = state.global_step >= state.max_steps
+        if state.global_step == 1:
+            self.first_step_seconds = now - self.start
         if state.is_world_process_zero and (now - self.last_print >= interval or state.global_step == 1 or last):
             self.last_print = now
             self.write(self.line(state.global_step, state.max_steps, now - self.start))
@@ -74,14 +78,15 @@ class LiveProgress(TrainerCallback):
             self.write(f"{self.label}: done, {state.global_step} steps in {format_duration(elapsed)}", end=True)
 
     def line(self, step: int, total: int, elapsed: float) -> str:
-        """The progress line at `step` of `total` after `elapsed` seconds."""
+        """The progress line at `step` of `total` after `elapsed` seconds. Time left is the pace of the steps after
+        the first (which also warms up: allocations, the first batch), so the first line gives none."""
         loss = f", loss {self.loss:.3f}" if self.loss is not None else ""
-        left = elapsed / step * (total - step) if step else 0.0
         percent = 100 * step / total if total else 100.0
-        return (
-            f"{self.label}: step {step}/{total} ({percent:.0f}%){loss}, {format_duration(elapsed)} elapsed, "
-            f"~{format_duration(left)} left"
-        )
+        text = f"{self.label}: step {step}/{total} ({percent:.0f}%){loss}, {format_duration(elapsed)} elapsed"
+        if step > 1 and self.first_step_seconds is not None:
+            left = (elapsed - self.first_step_seconds) / (step - 1) * (total - step)
+            text += f", ~{format_duration(left)} left"
+        return text
 
     def write(self, text: str, end: bool = False) -> None:
         if self.tty:
