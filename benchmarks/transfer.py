@@ -6,7 +6,7 @@
 Per architecture and seed, the demo's path (`fourfold.training.demo`): pretrain the tiny recipe
 (configuration/pretrain-<architecture>-tiny.yaml) on the State of the Union corpus (default: the bundled sample;
 `python benchmarks/sotu_corpus.py --full outputs/sotu` writes the whole one), then fine-tune the era task
-(configuration/finetune-sotu-era-full.yaml: 200 labelled passages, 500 held out, from addresses outside the
+(configuration/finetune-sotu-era-full.yaml: 100 labelled passages, 500 held out, from addresses outside the
 pretraining text) twice with the same recipe and seed: from the pretrained checkpoint and from a copy with fresh
 random weights (same config, same tokenizer). The seed seeds pretraining, the fresh weights and fine-tuning.
 Writes `<out>/transfer.json` (held-out accuracies, majority baseline, pretraining loss, run times, the machine's load
@@ -29,9 +29,9 @@ from fourfold.training.architectures import ARCHITECTURES
 
 def measure(architecture: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     """One (architecture, seed): pretrain, then the fresh-vs-pretrained fine-tuning; the row of transfer.json."""
-    run = argparse.Namespace(train_files=args.train_files, seed=seed, max_steps=args.max_steps)
+    run = argparse.Namespace(train_files=args.train_files, seed=seed)
     pretrained_dir = root / f"{architecture}-seed{seed}"
-    flags, seconds = demo.pretrain_one(architecture, pretrained_dir, run)
+    flags, seconds = demo.pretrain_one(architecture, pretrained_dir, run, args.max_steps)
     print(demo.summarize(architecture, pretrained_dir, flags, seconds), flush=True)
     state = json.loads((pretrained_dir / "trainer_state.json").read_text())
     extra = ["--max_steps", str(args.finetune_max_steps)] if args.finetune_max_steps else []

@@ -17,6 +17,17 @@ def test_arguments_default_to_the_bundled_corpus_and_the_encoder():
     assert (args.architecture, args.transfer, args.seed, args.max_steps) == ("decoder", "all", 7, 3)
 
 
+def test_models_outside_the_transfer_comparison_pretrain_for_fewer_steps():
+    def steps(argv: list[str]) -> dict[str, int | None]:
+        return {a: demo.pretraining_steps(a, demo.parse_args(argv)) for a in demo.ARCHITECTURES}
+
+    assert steps([]) == {"encoder": None, "decoder": 300, "prefix-lm": 300, "seq2seq": 300}  # None: the recipe's
+    assert set(steps(["--transfer", "all"]).values()) == {None}
+    assert steps(["--steps_without_transfer", "0"])["decoder"] is None
+    assert set(steps(["--max_steps", "5", "--transfer", "all"]).values()) == {5}
+    assert steps(["--skip_finetune"])["encoder"] == 300
+
+
 def test_fresh_copy_differs_from_the_checkpoint_in_the_weights_only(tmp_path):
     pretrained = build_checkpoint("encoder", tmp_path / "pretrained", seed=0)
     fresh = demo.fresh_copy(pretrained, tmp_path / "fresh", seed=1)

@@ -3,10 +3,12 @@
 1. Pretrain a tiny model of each configuration on the bundled State of the Union sample (92 addresses, 1790-2021,
    training/data/sotu_addresses.parquet) with its shipped recipe (configuration/pretrain-<architecture>-tiny.yaml,
    through `fourfold pretrain`): a tokenizer trained on the text, then masked LM / causal LM / prefix LM / span
-   corruption. Prints the held-out loss at every evaluation, throughput and samples; saves model, tokenizer, loss
-   curve, log and model card to outputs/<architecture>/.
+   corruption. The models the transfer comparison fine-tunes run their recipe's full steps; the others stop after
+   --steps_without_transfer (300), which keeps the demo near 5 minutes on 2 CPU cores. Prints the held-out loss at
+   every evaluation, throughput and samples; saves model, tokenizer, loss curve, log and model card to
+   outputs/<architecture>/.
 2. Transfer: fine-tune the encoder on a task with few labels, the era of a State of the Union passage (1790-1899 or
-   1900-2021; 200 labelled passages, 500 held out, from addresses that are not in the pretraining text), with one
+   1900-2021; 100 labelled passages, 500 held out, from addresses that are not in the pretraining text), with one
    recipe (configuration/finetune-sotu-era-full.yaml) twice: from the pretrained checkpoint, and from the same model
    with fresh random weights (same tokenizer, same budget, same seed). Prints both held-out accuracies next to the
    majority-class baseline, and the difference: what pretraining bought. Saves to outputs/finetune-era-{pretrained,
@@ -45,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     architectures = list(ARCHITECTURES) if args.architecture == "all" else [args.architecture]
     for architecture in architectures:
         output_dir = Path(args.output_dir) / architecture
-        print(summarize(architecture, output_dir, *pretrain_one(architecture, output_dir, args)), flush=True)
+        steps = pretraining_steps(architecture, args)
+        print(summarize(architecture, output_dir, *pretrain_one(architecture, output_dir, args, steps)), flush=True)
     print("\nSamples (held-out text):")
     for architecture in architectures:
         samples = (Path(args.output_dir) / architecture / "samples.txt").read_text().strip()
         print(f"\n[{architecture}]\n{samples}")
 
     if not args.skip_finetune:
-        for architecture in architectures if args.transfer == "all" else [a for a in architectures if a == "encoder"]:
+        for architecture in [a for a in architectures if fine_tuned(a, args)]:
             print(f"\nTransfer ({architecture}): {TASK_DESCRIPTION}")
             steps = ["--max_steps", str(args.finetune_max_steps)] if args.finetune_max_steps else []
             results = transfer(
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TASK_DESCRIPTION = (
-    "the era of a State of the Union passage (1790-1899 or 1900-2021), 200 labelled passages, 500 held out, "
+    "the era of a State of the Union passage (1790-1899 or 1900-2021), 100 labelled passages, 500 held out, "
     "from addresses outside the pretraining text; the same fine-tuning from fresh weights and from the pretrained ones"
 )
 
@@ -76,7 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--architecture", choices=[*ARCHITECTURES, "all"], default="all")
     parser.add_argument("--output_dir", default="outputs", help="Each model goes to <output_dir>/<architecture>/.")
-    parser.add_argument("--max_steps", type=int, default=None, help="Override the pretraining recipes' steps.")
+    parser.add_argument("--max_steps", type=int, default=None, help="Override every pretraining recipe's steps.")
+    parser.add_argument(
+        "--steps_without_transfer",
+        type=int,
+        default=300,
+        help="Pretraining steps of the models the transfer comparison does not fine-tune (0: their recipe's).",
+    )
     parser.add_argument(
         "--train_files", nargs="+", default=[str(CORPUS)], help="Pretraining text (default: the bundled sample)."
     )
@@ -105,13 +114,29 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def pretrain_one(architecture: str, output_dir: Path, args: argparse.Namespace) -> tuple[list[str], float]:
-    """`fourfold pretrain` with the architecture's tiny recipe on the demo's corpus; returns (flags, seconds)."""
+def fine_tuned(architecture: str, args: argparse.Namespace) -> bool:
+    """Whether the transfer comparison fine-tunes this architecture's pretrained model."""
+    return not args.skip_finetune and (args.transfer == "all" or architecture == "encoder")
+
+
+def pretraining_steps(architecture: str, args: argparse.Namespace) -> int | None:
+    """--max_steps if given; else the recipe's own (None) for a model the transfer comparison fine-tunes, and
+    --steps_without_transfer for the others (0: the recipe's)."""
+    if args.max_steps:
+        return args.max_steps
+    return None if fine_tuned(architecture, args) else args.steps_without_transfer or None
+
+
+def pretrain_one(
+    architecture: str, output_dir: Path, args: argparse.Namespace, max_steps: int | None = None
+) -> tuple[list[str], float]:
+    """`fourfold pretrain` with the architecture's tiny recipe on the demo's corpus (`max_steps`: None, the
+    recipe's); returns (flags, seconds)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     flags = [str(RECIPES / f"pretrain-{architecture}-tiny.yaml"), "--output_dir", str(output_dir)]
     flags += ["--overwrite_output_dir", "true"]  # the demo's own folder: a rerun replaces it
     flags += ["--train_files", *args.train_files, "--seed", str(args.seed), "--disable_tqdm", "true"]
-    flags += ["--max_steps", str(args.max_steps)] if args.max_steps else []
+    flags += ["--max_steps", str(max_steps)] if max_steps else []
     start = time.perf_counter()
     run_logged(pretrain.main, flags, output_dir, f"{architecture:>9}: pretraining")
     return flags, time.perf_counter() - start
