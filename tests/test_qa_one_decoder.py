@@ -1,11 +1,12 @@
 """The answer `finetune` reports is the answer users get: the `fourfold-question-answering` pipeline and the
 question-answering evaluation (windows -> logits -> squad metrics) decode the same model's logits alike.
 
-The model is a real (untrained) QA checkpoint whose logits a forward hook replaces with a hash of each window's tokens:
-arbitrary, varied from example to example, exact in float32 and on 2**20 levels (near-ties improbable), whatever the
-random weights or the machine's float rounding (an untrained head's own logits follow the token embedding, so every context can pick the same word).
-The pipeline's answers become the references of the evaluation's own `compute_metrics`, so an exact-match of 100
-means every example was decoded to the same text (and SQuAD v2's "no answer" the same way when it competes).
+The model is a real (untrained) QA checkpoint whose logits a forward hook replaces with a hash of each window's
+tokens: arbitrary, varied from example to example, exact in float32 and on 2**20 levels (near-ties improbable),
+whatever the random weights or the machine's float rounding (an untrained head's own logits follow the token
+embedding, so every context can pick the same word). The pipeline's answers become the references of the evaluation's
+own `compute_metrics`, so an exact-match of 100 means every example was decoded to the same text (and SQuAD v2's "no
+answer" the same way when it competes).
 """
 
 import random
