@@ -39,12 +39,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 logits = (h @ w.T).float()  # (n, V)
                 if bias is not None:
                     logits += bias.float()
-                log_z = logits.logsumexp(-1, keepdim=True)  # (n, 1)
-                loss += ((log_z - logits.gather(-1, target)) * counted).sum()
+                # One exp per logit: the softmax's numerator gives both log Z (its sum) and the gradient,
                 # d(loss)/d(logits) = softmax - one_hot(target), zero on ignored rows; built in the logits' memory.
-                grad = logits.sub_(log_z).exp_()
-                grad.scatter_add_(-1, target, torch.full(target.shape, -1.0, device=grad.device))
-                grad = grad.mul_(counted).to(dtype)
+                picked = logits.gather(-1, target)  # (n, 1)
+                top = logits.amax(-1, keepdim=True)  # (n, 1)
+                grad = logits.sub_(top).exp_()  # (n, V), exp(logit - top)
+                total = grad.sum(-1, keepdim=True)  # (n, 1)
+                loss += ((top + total.log() - picked) * counted).sum()  # log Z - picked logit
+                grad.mul_(counted / total)
+                grad.scatter_add_(-1, target, -counted.to(grad.dtype))
+                grad = grad.to(dtype)
                 grad_hidden[start : start + chunk_size] = grad @ w
                 if grad_weight is not None and dtype == torch.float32:
                     grad_weight.addmm_(grad.T, h)

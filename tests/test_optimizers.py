@@ -103,6 +103,17 @@ def test_float32_iterations_are_closer_to_float64_than_bfloat16():
         assert newton_schulz(update, coefficients, steps, eps, torch.float32).shape == shape
 
 
+def test_a_stack_is_orthogonalised_matrix_by_matrix():
+    """Same-shaped matrices go through the iterations as one stack; each comes out as it would alone."""
+    coefficients, steps, eps = (3.4445, -4.7750, 2.0315), 5, 1e-7
+    for shape in [(3, 32, 96), (3, 96, 32)]:
+        stack = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        stack[1] *= 50  # each matrix is normalised by its own norm, not the stack's
+        together = newton_schulz(stack, coefficients, steps, eps, torch.float32)
+        for matrix, alone in zip(stack, together, strict=True):
+            torch.testing.assert_close(alone, newton_schulz(matrix, coefficients, steps, eps, torch.float32))
+
+
 def test_muon_keeps_torchs_interface():
     weight = nn.Parameter(torch.zeros(4, 6))
     muon = Muon([weight], lr=0.1)
