@@ -25,6 +25,8 @@ from transformers.masking_utils import (
     find_packed_sequence_indices,
 )
 
+from .compat import document_mask
+
 MaskFunction = Callable[[int, int, int, int], bool]
 
 
@@ -90,12 +92,9 @@ def bidirectional_mask(
         3 ■ ■ ■ ⬚                            3 ⬚ ⬚ ■ ■
     """
     documents = document_ids(position_ids, inputs_embeds.shape[0]) if attention_mask is None else None
-    return create_bidirectional_mask(
-        config=config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        and_mask_function=same_document(documents, documents) if documents is not None else None,
-    )
+    if documents is not None:
+        return document_mask(config, inputs_embeds, same_document(documents, documents))
+    return create_bidirectional_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
 
 
 def causal_mask(
@@ -191,7 +190,6 @@ def cross_attention_mask(
         2 ■ ■ ⬚
     In a packed batch (both position ids given), decoder document d sees only encoder document d.
     """
-    and_mask_function = None
     if encoder_attention_mask is None and position_ids is not None and encoder_position_ids is not None:
         batch_size = inputs_embeds.shape[0]
         decoder_documents = document_ids(position_ids, batch_size)
@@ -199,13 +197,14 @@ def cross_attention_mask(
         if decoder_documents is not None or encoder_documents is not None:
             decoder_documents = _zeros_if_none(decoder_documents, position_ids, batch_size)
             encoder_documents = _zeros_if_none(encoder_documents, encoder_position_ids, batch_size)
-            and_mask_function = same_document(decoder_documents, encoder_documents)
+            return document_mask(
+                config, inputs_embeds, same_document(decoder_documents, encoder_documents), encoder_hidden_states
+            )
     return create_bidirectional_mask(
         config=config,
         inputs_embeds=inputs_embeds,
         attention_mask=encoder_attention_mask,
         encoder_hidden_states=encoder_hidden_states,
-        and_mask_function=and_mask_function,
     )
 
 

@@ -8,6 +8,8 @@
 - The cache goes in under either name and comes out under transformers' own, with the same numbers, and without the
   deprecation notices transformers prints for the old name.
 - setup.cfg's transformers range is the one the Hub code records (`compat.TRANSFORMERS_REQUIREMENT`).
+- `compat.document_mask` (masking_utils' broadcast path for index-based mask functions) gives what
+  `create_bidirectional_mask` gives through vmap, for every attention implementation.
 """
 
 import configparser
@@ -266,3 +268,32 @@ def test_transformers_exporter_takes_the_generative_models(architecture):
             model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, DynamoConfig()
         )
     assert {"prefill", "decode"} <= set(exported.components)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager", "flex_attention"])
+@pytest.mark.parametrize("cross", [False, True])
+def test_document_mask_is_masking_utils_vmap_mask(implementation, cross):
+    from transformers.masking_utils import create_bidirectional_mask
+
+    from fourfold.modeling.masks import document_ids, same_document
+
+    config = tiny_config("seq2seq")
+    config._attn_implementation = implementation
+    queries = torch.zeros(2, 5, 8)
+    query_documents = document_ids(torch.tensor([[0, 1, 2, 0, 1], [0, 0, 1, 2, 3]]), 2)
+    keys = torch.zeros(2, 4, 8) if cross else None
+    key_documents = document_ids(torch.tensor([[0, 1, 0, 1], [0, 0, 1, 2]]), 2) if cross else query_documents
+    function = same_document(query_documents, key_documents)
+    ours = compat.document_mask(config, queries, function, keys)
+    vmapped = create_bidirectional_mask(
+        config=config,
+        inputs_embeds=queries,
+        attention_mask=None,
+        encoder_hidden_states=keys,
+        and_mask_function=function,
+    )
+    if implementation == "flex_attention":  # not sdpa's or eager's mask: masking_utils' own call, a BlockMask
+        assert type(ours) is type(vmapped) and ours.to_dense().equal(vmapped.to_dense())
+        return
+    assert ours.dtype == vmapped.dtype and ours.shape == vmapped.shape == (2, 1, 5, 4 if cross else 5)
+    assert torch.equal(ours, vmapped) and not (ours == ours.flatten()[0]).all()  # a real pattern, not all-or-none
