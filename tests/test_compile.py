@@ -129,7 +129,9 @@ def test_recorded_outputs_are_one_graph(architecture):
 
 def test_compiled_training_step_matches_eager(architecture):
     """`fullgraph=True` fails on any graph break, in the forward or the backward. Compiled models take the plain
-    loss (modeling/loss.py), so the eager twin does too; chunked vs plain is tests/test_chunked_loss.py."""
+    loss (modeling/loss.py), so the eager twin does too; chunked vs plain is tests/test_chunked_loss.py. Eager
+    training takes FourfoldRMSNorm's one-pass backward and the compiled step torch's own (the same gradient, summed
+    in another order), so gradients agree to float32 rounding: an absolute 1e-5 on gradients of order 1."""
     model = build(architecture, loss_chunk_size=0).train()
     twin = copy.deepcopy(model)
     inputs = training_inputs(architecture)
@@ -142,7 +144,7 @@ def test_compiled_training_step_matches_eager(architecture):
     for (name, parameter), twin_parameter in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert (parameter.grad is None) == (twin_parameter.grad is None), name
         if parameter.grad is not None:
-            torch.testing.assert_close(twin_parameter.grad, parameter.grad, rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(twin_parameter.grad, parameter.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("check", ["token ids", "labels in the prefix"])
