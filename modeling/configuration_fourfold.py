@@ -19,10 +19,12 @@ NormPosition = Literal["pre", "post"]
 NormType = Literal["rmsnorm", "layernorm"]
 MlpType = Literal["gated", "plain"]
 PositionEmbeddingType = Literal["rope", "absolute"]
+ClassifierPooling = Literal["cls", "mean"]
 _NORM_POSITIONS: tuple[str, ...] = get_args(NormPosition)
 _NORM_TYPES: tuple[str, ...] = get_args(NormType)
 _MLP_TYPES: tuple[str, ...] = get_args(MlpType)
 _POSITION_TYPES: tuple[str, ...] = get_args(PositionEmbeddingType)
+_CLASSIFIER_POOLINGS: tuple[str, ...] = get_args(ClassifierPooling)
 
 
 class FourfoldConfig(PreTrainedConfig):
@@ -209,9 +211,22 @@ class FourfoldConfig(PreTrainedConfig):
 
 
 class FourfoldEncoderConfig(FourfoldConfig):
-    """A bidirectional encoder (BERT-style), pretrained with masked LM. See `FourfoldConfig` for the options."""
+    """A bidirectional encoder (BERT-style), pretrained with masked LM. See `FourfoldConfig` for the options.
+
+    Args:
+        classifier_pooling: how the sequence-classification and multiple-choice heads summarise the final states:
+            `"cls"`, the first token through a dense layer and tanh (BERT's pooler; a fresh layer on a token masked
+            LM never trains), or `"mean"`, the mean over non-padding tokens with no weights (ModernBERT's option;
+            the encoder recipe's choice: it transfers better from a masked-LM checkpoint, README "Transfer").
+    """
 
     model_type = "fourfold-encoder"
+
+    classifier_pooling: ClassifierPooling = "cls"
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        _choose("classifier_pooling", self.classifier_pooling, _CLASSIFIER_POOLINGS)
 
 
 class FourfoldDecoderConfig(FourfoldConfig):

@@ -3,7 +3,8 @@
 Every head wraps its configuration's base model as `self.model` and computes its loss through
 `self.loss_function`, so the Trainer's `num_items_in_batch` (correct loss scaling under gradient accumulation)
 is honoured. Pooling for sequence classification:
-    encoder      the first token ([CLS]) through a tanh pooler, as in BERT
+    encoder      `config.classifier_pooling`: the first token ([CLS]) through a tanh pooler, as in BERT, or the
+                 mean over non-padding tokens (multiple choice likewise)
     decoder      the last non-padding token (it is the only one that has seen the whole input)
     prefix LM    the last non-padding token, with the whole input as the bidirectional prefix
     seq2seq      the mean of the final encoder layer over non-padding tokens (the decoder is not used)
@@ -60,15 +61,30 @@ logger = logging.get_logger(__name__)
 
 
 class FourfoldPooler(nn.Module):
-    """BERT's pooler: the first token's final state through a dense layer and tanh."""
+    """The encoder classifiers' summary of a sequence, by `config.classifier_pooling`: "cls" is BERT's pooler (the
+    first token's final state through a dense layer and tanh); "mean" averages the final states over non-padding
+    tokens and has no weights."""
 
-    def __init__(self, config: FourfoldConfig):
+    def __init__(self, config: FourfoldEncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = nn.Tanh()
+        self.pooling = config.classifier_pooling
+        if self.pooling == "cls":
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.activation = nn.Tanh()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "mean":
+            return masked_mean(hidden_states, attention_mask)
         return self.activation(self.dense(hidden_states[:, 0]))
+
+
+def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, H) -> (B, H): the mean over the tokens the attention mask keeps. A mask longer than T (prefix tuning's
+    virtual keys come first) is read for its last T positions."""
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = attention_mask[:, -hidden_states.shape[1] :, None].to(hidden_states.dtype)  # (B, T, 1)
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class FourfoldMaskedLMHead(nn.Module):
@@ -274,7 +290,7 @@ class FourfoldEncoderForMaskedLM(FourfoldPreTrainedModel):
 
 
 class FourfoldEncoderForSequenceClassification(FourfoldPreTrainedModel):
-    """Encoder + pooler over the first token ([CLS]) + linear classifier. Single-/multi-label or regression
+    """Encoder + pooler (`config.classifier_pooling`) + linear classifier. Single-/multi-label or regression
     (`config.problem_type`, inferred from `num_labels` and the label dtype when unset)."""
 
     config_class = FourfoldEncoderConfig
@@ -313,7 +329,7 @@ class FourfoldEncoderForSequenceClassification(FourfoldPreTrainedModel):
             cache=resolve_cache(cache, past_key_values),
             **kwargs,
         )
-        logits = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))
+        logits = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state, attention_mask)))
         return SequenceClassifierOutput(
             loss=sequence_classification_loss(self, logits, labels, **kwargs),
             logits=logits,
@@ -445,7 +461,7 @@ class FourfoldEncoderForMultipleChoice(FourfoldPreTrainedModel):
             inputs_embeds=flat(inputs_embeds),
             **kwargs,
         )
-        scores = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state)))  # (B*C, 1)
+        scores = self.classifier(self.dropout(self.pooler(outputs.last_hidden_state, flat(attention_mask))))  # (B*C, 1)
         logits = scores.view(-1, num_choices)  # (B, C)
         # No "ForMultipleChoice" entry in transformers' loss mapping: plain cross-entropy over the choices.
         loss = None
@@ -890,13 +906,7 @@ class FourfoldSeq2SeqForSequenceClassification(FourfoldPreTrainedModel):
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        if attention_mask is None:
-            pooled = hidden_states.mean(dim=1)
-        else:
-            weights = attention_mask[:, -hidden_states.shape[1] :, None].to(hidden_states.dtype)  # (B, T, 1)
-            pooled = (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        logits = self.classifier(self.dropout(pooled))
+        logits = self.classifier(self.dropout(masked_mean(outputs.last_hidden_state, attention_mask)))
         return SequenceClassifierOutput(
             loss=sequence_classification_loss(self, logits, labels, **kwargs),
             logits=logits,

@@ -277,6 +277,19 @@ def test_a_named_target_that_does_not_fit_is_refused():
         export_model(fm.FourfoldDecoderForCausalLM(get_config("decoder-tiny", lm_head_bias=True)))
 
 
+def test_mean_pooling_blocks_only_the_heads_that_pool():
+    """BERT's classifiers read the first token: a mean-pooled classifier has no native home, while the masked-LM
+    checkpoint it is fine-tuned from (whose config carries classifier_pooling="mean") exports and computes the same."""
+    options = dict(bert_like(), classifier_pooling="mean")
+    for head in ("SequenceClassification", "MultipleChoice"):
+        with pytest.raises(ExportError, match=r"classifier_pooling='mean' \(needs 'cls': BERT's classifier reads"):
+            export_model(tiny_fourfold("encoder", f"FourfoldEncoderFor{head}", **options), "bert")
+    model = tiny_fourfold("encoder", "FourfoldEncoderForMaskedLM", **options)
+    native, target, _ = export_model(model)
+    assert target.name == "bert"
+    assert outputs_differ(model, native.eval(), "FourfoldEncoderForMaskedLM") <= TOLERANCE
+
+
 class ConfigWithANewOption(fm.FourfoldDecoderConfig):
     """A fourfold config grown an option export has never heard of."""
 

@@ -117,6 +117,49 @@ def test_encoder_multiple_choice():
     torch.testing.assert_close(alone[0, 0], output.logits[1, 2])
 
 
+@torch.no_grad()
+def test_encoder_mean_pooling_averages_the_real_tokens():
+    """classifier_pooling="mean": the classifier reads the mean of the final states over non-padding tokens, so pad
+    tokens change nothing and the real tokens all count; the reference is the base model's states, averaged here."""
+    model = build("FourfoldEncoderForSequenceClassification", "encoder", num_labels=3, classifier_pooling="mean")
+    assert not [name for name, _ in model.named_parameters() if name.startswith("pooler.")]  # no weights
+    input_ids = ids()
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, -2:] = 0
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, hidden)
+    expected = torch.stack([hidden[0].mean(0), hidden[1, :-2].mean(0)])  # (B, hidden), by hand
+    torch.testing.assert_close(logits, model.classifier(expected))
+    changed = input_ids.clone()
+    changed[1, -2:] = torch.tensor([7, 9])  # other pad-position ids: the same logits
+    torch.testing.assert_close(model(input_ids=changed, attention_mask=attention_mask).logits, logits)
+    changed[1, 1] = (input_ids[1, 1] + 1) % V  # a real token that is not the first: row 1 changes, row 0 does not
+    moved = model(input_ids=changed, attention_mask=attention_mask).logits
+    assert not torch.allclose(moved[1], logits[1])
+    torch.testing.assert_close(moved[0], logits[0])
+
+
+@torch.no_grad()
+def test_encoder_multiple_choice_mean_pooling_scores_each_choice_alone():
+    model = build("FourfoldEncoderForMultipleChoice", "encoder", classifier_pooling="mean")
+    input_ids = ids(B * 3).view(B, 3, T)  # (B, C, T)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 2, -3:] = 0
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    hidden = model.model(input_ids=input_ids[1, 2:, :-3]).last_hidden_state  # (1, T - 3, hidden)
+    torch.testing.assert_close(logits[1, 2], model.classifier(hidden.mean(1))[0, 0], atol=1e-5, rtol=1e-4)
+
+
+def test_classifier_pooling_is_checked_and_kept_in_the_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="classifier_pooling='max' is not supported; choose one of 'cls', 'mean'"):
+        tiny_config("encoder", classifier_pooling="max")
+    masked_lm = build("FourfoldEncoderForMaskedLM", "encoder", classifier_pooling="mean")
+    masked_lm.save_pretrained(tmp_path)
+    loaded, info = modeling.FourfoldEncoderForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert loaded.config.classifier_pooling == "mean"
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]  # no pooler to initialise
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Decoder and prefix LM
 # --------------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from fourfold.training.peft_support import (
     FOURFOLD_MODEL_TYPES,
     LORA_TARGET_MODULES,
     check_target_modules,
+    head_modules,
     register_peft_defaults,
 )
 from tests.conftest import ARCHITECTURES
@@ -77,6 +78,22 @@ def test_target_check_names_the_layers():
     check_target_modules(model, ["q_proj", "self_attn.v_proj"])
     with pytest.raises(ValueError, match=r"match no linear or embedding layer.*embed_tokens, gate_proj, k_proj"):
         check_target_modules(model, ["c_attn"])
+
+
+def test_the_head_trained_beside_an_adapter_is_the_one_with_weights():
+    """A mean pooler has no weights: LoRA saves the classifier alone with the adapter; BERT's pooler trains too."""
+    register_peft_defaults()
+    for pooling, expected in (("cls", ["classifier", "pooler"]), ("mean", ["classifier"])):
+        config = get_config("encoder-tiny", vocab_size=101, classifier_pooling=pooling)
+        model = AutoModelForSequenceClassification.from_config(config)
+        assert head_modules(model) == expected
+        adapted = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=2, modules_to_save=head_modules(model)))
+        trained = {
+            n.split(".modules_to_save")[0].rsplit(".", 1)[-1]
+            for n, p in adapted.named_parameters()
+            if p.requires_grad and "modules_to_save" in n
+        }
+        assert sorted(trained) == expected
 
 
 # --------------------------------------------------------------------------------------------------------------------

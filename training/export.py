@@ -96,8 +96,18 @@ def _common(c: FourfoldConfig) -> dict:
     )
 
 
+def _first_token_pooling(c: FourfoldConfig, head: str, blockers: list[str], native: str) -> None:
+    """BERT's and RoBERTa's classifiers read the first token; the other heads do not pool (their export keeps no
+    `classifier_pooling`: the native config has none)."""
+    if head in ("FourfoldEncoderForSequenceClassification", "FourfoldEncoderForMultipleChoice"):
+        _same(
+            "classifier_pooling", c.classifier_pooling, "cls", blockers, f"{native}'s classifier reads the first token"
+        )
+
+
 def _bert_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
     _no_gqa(c, blockers, "BERT")
+    _first_token_pooling(c, head, blockers, "BERT")
     _same("position_offset", c.position_offset, 0, blockers, "BERT's positions start at row 0")
     _same("padding_aware_positions", c.padding_aware_positions, False, blockers, "BERT counts pads as positions")
     return dict(
@@ -119,6 +129,7 @@ def _bert_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
 
 def _roberta_config(c: FourfoldConfig, head: str, blockers: list[str]) -> dict:
     _no_gqa(c, blockers, "RoBERTa")
+    _first_token_pooling(c, head, blockers, "RoBERTa")
     _same("padding_aware_positions", c.padding_aware_positions, True, blockers, "RoBERTa skips pads when counting")
     offset = (c.pad_token_id or 0) + 1
     _same("position_offset", c.position_offset, offset, blockers, "RoBERTa's positions start at pad_token_id + 1")
@@ -234,6 +245,7 @@ _SPAN_RULES: list[Rule] = [(r"qa_outputs\.(\w+)", r"qa_outputs.\1")]
 _BIASES = r".*\.(?:query|key|value|dense|c_attn|c_proj|c_fc|[qkv]_proj|out_proj|fc1|fc2)\.bias"
 _ENCODER_EXPRESSED = frozenset(
     {"attention_bias", "mlp_bias", "type_vocab_size", "hidden_act", "norm_eps", "lm_head_bias", "tie_word_embeddings"}
+    | {"classifier_pooling"}  # checked per head (_first_token_pooling)
 )
 
 

@@ -45,8 +45,14 @@ HEAD_MODULES = ("classifier", "score", "qa_outputs", "pooler")
 
 
 def head_modules(model: nn.Module) -> list[str]:
-    """The task-head modules of `model` (trained in full and saved with the adapter)."""
-    return [name for name in HEAD_MODULES if isinstance(getattr(model, name, None), nn.Module)]
+    """The task-head modules of `model` that have weights (trained in full and saved with the adapter); a mean
+    pooler has none."""
+    modules = [(name, getattr(model, name, None)) for name in HEAD_MODULES]
+    return [
+        name
+        for name, module in modules
+        if isinstance(module, nn.Module) and next(module.parameters(), None) is not None
+    ]
 
 
 def check_method(method: str, task: str, model_type: str, merge: bool = False) -> None:
