@@ -9,6 +9,14 @@ from fourfold.training import metrics
 from fourfold.training.metrics import LOCAL_METRICS, load_metric, perplexity
 
 
+@pytest.fixture(autouse=True)
+def fresh_metric_cache():
+    """Each test sees load_metric's first load in the process (it caches the modules it loads)."""
+    metrics._load_metric.cache_clear()
+    yield
+    metrics._load_metric.cache_clear()
+
+
 def test_every_metric_is_bundled():
     assert set(LOCAL_METRICS) == {"accuracy", "f1", "seqeval", "squad", "squad_v2", "rouge", "sacrebleu"}
 
@@ -106,6 +114,26 @@ def test_hub_first_then_local(monkeypatch):
     monkeypatch.setattr(metrics.evaluate, "load", fake_load)
     assert load_metric("accuracy").compute(predictions=[1], references=[1]) == {"accuracy": 1.0}
     assert calls[0] == "accuracy" and calls[1].endswith("accuracy/accuracy.py")
+
+
+def test_an_unreachable_hub_is_tried_once_per_process(monkeypatch):
+    """Every evaluation calls load_metric: the second call reuses the module, with no second Hub attempt."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    calls = []
+    original = evaluate.load
+
+    def fake_load(path, **kwargs):
+        calls.append(path)
+        if path == "accuracy":
+            raise ConnectionError("Hub unreachable")
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(metrics.evaluate, "load", fake_load)
+    first, second = load_metric("accuracy"), load_metric("accuracy")
+    assert first is second and len(calls) == 2  # one Hub attempt, one local load
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    load_metric("accuracy")  # going offline is a new setting: the local module, loaded without the Hub
+    assert len(calls) == 3 and calls[2].endswith("accuracy/accuracy.py")
 
 
 def test_unknown_metric_names_the_choices():
