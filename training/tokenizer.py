@@ -94,6 +94,8 @@ def train_tokenizer(
             vocab_size=vocab_size, special_tokens=special_list, unk_token=specials["unk_token"], show_progress=False
         )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    if algorithm == "wordpiece":
+        tokenizer.model = renumbered_wordpiece(tokenizer, special_list, specials["unk_token"])
 
     # What `tokenizer(text)` adds around the text: the objective's framing. In a pair, the second text ends with
     # the closing token ([SEP], </s>), or starts with the opening one (<s>) where there is none.
@@ -105,6 +107,21 @@ def train_tokenizer(
         single=single, pair=pair, special_tokens=[(t, tokenizer.token_to_id(t)) for t in used]
     )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **specials)
+
+
+def renumbered_wordpiece(tokenizer: Tokenizer, special_tokens: list[str], unk_token: str) -> models.WordPiece:
+    """The trained WordPiece model with its ids in a fixed order: the special tokens first (at the ids the trainer
+    gave them), then every other piece sorted. Written by hand because `tokenizers`' WordPiece trainer numbers its
+    alphabet in hash-map order, which changes from process to process: the same text and seed gave the same 4,000
+    pieces with 117 ids moved, so a differently initialised model (on a small corpus, merges that tie at the
+    vocabulary cutoff can also pick different pieces: not fixed here). WordPiece matches the longest piece in the
+    vocabulary whatever its id, so the renumbering changes ids only, never how a text is split. (The Unigram trainer,
+    seq2seq's default, also varies by process, in the last digits of its scores: not renumbered.)"""
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    if [vocab.get(token) for token in special_tokens] != list(range(len(special_tokens))):
+        raise RuntimeError("The WordPiece trainer did not put the special tokens first; cannot renumber its vocab.")
+    ordered = special_tokens + sorted(set(vocab) - set(special_tokens))
+    return models.WordPiece({token: i for i, token in enumerate(ordered)}, unk_token=unk_token)
 
 
 def load_or_train_tokenizer(
