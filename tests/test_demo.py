@@ -1,6 +1,7 @@
 """`fourfold demo`'s pieces: its arguments (bundled corpus by default, no network), the fresh-weights side of the
 transfer comparison (same config and tokenizer as the checkpoint, other weights), and the printed gain."""
 
+import pytest
 import torch
 from finetune_helpers import build_checkpoint
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
@@ -21,11 +22,11 @@ def test_models_outside_the_transfer_comparison_pretrain_for_fewer_steps():
     def steps(argv: list[str]) -> dict[str, int | None]:
         return {a: demo.pretraining_steps(a, demo.parse_args(argv)) for a in demo.ARCHITECTURES}
 
-    assert steps([]) == {"encoder": None, "decoder": 300, "prefix-lm": 300, "seq2seq": 300}  # None: the recipe's
+    assert steps([]) == {"encoder": None, "decoder": 200, "prefix-lm": 200, "seq2seq": 200}  # None: the recipe's
     assert set(steps(["--transfer", "all"]).values()) == {None}
     assert steps(["--steps_without_transfer", "0"])["decoder"] is None
     assert set(steps(["--max_steps", "5", "--transfer", "all"]).values()) == {5}
-    assert steps(["--skip_finetune"])["encoder"] == 300
+    assert steps(["--skip_finetune"])["encoder"] == 200
 
 
 def test_fresh_copy_differs_from_the_checkpoint_in_the_weights_only(tmp_path):
@@ -42,7 +43,7 @@ def test_fresh_copy_differs_from_the_checkpoint_in_the_weights_only(tmp_path):
     assert all(torch.equal(v, b[k]) for k, v in again.state_dict().items())  # seeded
 
 
-def test_transfer_lines_report_the_gain_over_fresh_weights():
+def test_transfer_lines_report_the_gain_of_the_mean_accuracies():
     def results(accuracy: float) -> dict:
         return {
             "task": "sequence-classification",
@@ -55,8 +56,23 @@ def test_transfer_lines_report_the_gain_over_fresh_weights():
             "runtime_s": 30.0,
         }
 
-    scores = {"fresh": results(0.71), "pretrained": results(0.83)}
-    assert demo.accuracies(scores) == {"fresh": 0.71, "pretrained": 0.83, "majority": 0.5}
-    lines = demo.transfer_lines(scores)
-    assert "accuracy 0.50 -> 0.71" in lines[0] and "accuracy 0.50 -> 0.83" in lines[1]
-    assert lines[2].startswith("pretraining bought +12.0 accuracy points (0.710 -> 0.830; majority class 0.500)")
+    runs = [
+        {"seed": 7, "fresh": results(0.71), "pretrained": results(0.83)},
+        {"seed": 8, "fresh": results(0.81), "pretrained": results(0.85)},
+    ]
+    assert demo.accuracies(runs[0]) == {"fresh": 0.71, "pretrained": 0.83, "majority": 0.5}
+    assert demo.seed_line(runs[1]) == "seed 8: accuracy 0.810 from fresh weights, 0.850 from pretrained ones (+4.0)"
+    lines = demo.transfer_lines(runs)
+    assert "seed 7, from fresh weights" in lines[0] and "accuracy 0.50 -> 0.71" in lines[0]
+    assert "accuracy 0.50 -> 0.83" in lines[1]
+    assert lines[2] == (
+        "pretraining bought +8.0 accuracy points (0.760 -> 0.840, means over 2 fine-tuning seeds; majority class 0.500)"
+    )
+
+
+def test_finetune_seeds_follow_the_seed_and_must_be_positive(capsys):
+    assert demo.finetune_seeds(demo.parse_args(["--seed", "5"])) == [5, 6, 7]
+    assert demo.finetune_seeds(demo.parse_args(["--finetune_seeds", "1"])) == [42]
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--finetune_seeds", "0"])
+    assert "--finetune_seeds must be at least 1" in capsys.readouterr().err
