@@ -6,7 +6,7 @@
 Per architecture and seed, the demo's path (`fourfold.training.demo`): pretrain the tiny recipe
 (configuration/pretrain-<architecture>-tiny.yaml) on the State of the Union corpus (default: the bundled sample;
 `python benchmarks/sotu_corpus.py --full outputs/sotu` writes the whole one), then fine-tune the era task
-(configuration/finetune-sotu-era-full.yaml: 100 labelled passages, 500 held out, from addresses outside the
+(configuration/finetune-sotu-era-full.yaml: 50 labelled passages, 500 held out, from addresses outside the
 pretraining text) with the same recipe from the pretrained checkpoint and from a copy with fresh random weights (same
 config, same tokenizer), at --finetune_seeds seeds (3: seed, seed + 1, ...; each seeds the fresh weights and the
 fine-tuning), as `fourfold demo` does. The seed seeds pretraining and the first fine-tuning run. Writes
