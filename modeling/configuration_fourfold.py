@@ -217,7 +217,8 @@ class FourfoldEncoderConfig(FourfoldConfig):
         classifier_pooling: how the sequence-classification and multiple-choice heads summarise the final states:
             `"cls"`, the first token through a dense layer and tanh (BERT's pooler; a fresh layer on a token masked
             LM never trains), or `"mean"`, the mean over non-padding tokens with no weights (ModernBERT's option;
-            the encoder recipe's choice: it transfers better from a masked-LM checkpoint, README "Transfer").
+            the encoder recipe's choice, as it transfers better from a masked-LM checkpoint; fourfold's README,
+            "Two commands", has the measurement).
     """
 
     model_type = "fourfold-encoder"
