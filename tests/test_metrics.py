@@ -99,8 +99,8 @@ def test_local_module_when_offline(monkeypatch):
     assert len(calls) == 1 and calls[0].endswith("accuracy/accuracy.py")
 
 
-def test_hub_first_then_local(monkeypatch):
-    """Online, the Hub copy is tried first; when it fails (unreachable), the local one is used."""
+def unreachable_hub(monkeypatch) -> list[str]:
+    """Online, with a Hub that refuses `accuracy`; returns the list of paths evaluate.load is called with."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     calls = []
     original = evaluate.load
@@ -112,23 +112,19 @@ def test_hub_first_then_local(monkeypatch):
         return original(path, **kwargs)
 
     monkeypatch.setattr(metrics.evaluate, "load", fake_load)
+    return calls
+
+
+def test_hub_first_then_local(monkeypatch):
+    """Online, the Hub copy is tried first; when it fails (unreachable), the local one is used."""
+    calls = unreachable_hub(monkeypatch)
     assert load_metric("accuracy").compute(predictions=[1], references=[1]) == {"accuracy": 1.0}
     assert calls[0] == "accuracy" and calls[1].endswith("accuracy/accuracy.py")
 
 
 def test_an_unreachable_hub_is_tried_once_per_process(monkeypatch):
     """Every evaluation calls load_metric: the second call reuses the module, with no second Hub attempt."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    calls = []
-    original = evaluate.load
-
-    def fake_load(path, **kwargs):
-        calls.append(path)
-        if path == "accuracy":
-            raise ConnectionError("Hub unreachable")
-        return original(path, **kwargs)
-
-    monkeypatch.setattr(metrics.evaluate, "load", fake_load)
+    calls = unreachable_hub(monkeypatch)
     first, second = load_metric("accuracy"), load_metric("accuracy")
     assert first is second and len(calls) == 2  # one Hub attempt, one local load
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
