@@ -13,7 +13,14 @@ from transformers import TrainingArguments
 
 from fourfold.configuration import get_config
 from fourfold.modeling import FourfoldDecoderForCausalLM, FourfoldEncoderForMaskedLM
-from fourfold.training.optimizers import Muon, MuonWithAdamW, newton_schulz, optimizer_cls_and_kwargs, split_parameters
+from fourfold.training.optimizers import (
+    Muon,
+    MuonWithAdamW,
+    _fused_adamw,
+    newton_schulz,
+    optimizer_cls_and_kwargs,
+    split_parameters,
+)
 
 KW = dict(lr=0.02, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
 
@@ -64,21 +71,28 @@ def _muon_with_adamw(model: nn.Module, newton_schulz_dtype: torch.dtype | None) 
 
 
 def test_steps_match_torch_muon_and_adamw_on_those_parameters():
-    """With torch's bfloat16 iterations, two steps equal torch.optim.Muon + AdamW's bit for bit."""
+    """With torch's bfloat16 iterations, two steps equal torch.optim.Muon + fused AdamW's bit for bit."""
     model = _encoder()
     reference = copy.deepcopy(model)
     optimizer = _muon_with_adamw(model, torch.bfloat16)
     assert isinstance(optimizer, MuonWithAdamW) and len(optimizer.param_groups) == 3
+    assert optimizer.adamw.defaults["fused"]  # float32 on CPU: torch's fused kernel
     muon, decay, no_decay = split_parameters(reference)
     torch_muon = torch.optim.Muon(muon, lr=0.02, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw")
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
-    torch_adamw = torch.optim.AdamW(groups, lr=0.02, betas=(0.9, 0.95), eps=1e-8)
+    torch_adamw = torch.optim.AdamW(groups, lr=0.02, betas=(0.9, 0.95), eps=1e-8, fused=True)  # the Trainer's default
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _two_steps(model, [optimizer])
     _two_steps(reference, [torch_muon, torch_adamw])
     for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
         assert not torch.equal(ours, before[name]), name  # every trained weight moved
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=name)
+
+
+def test_adamw_is_fused_only_where_torch_has_the_kernel():
+    assert _fused_adamw([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))])
+    assert _fused_adamw([nn.Parameter(torch.zeros(2, device="meta"))]) is None
+    assert _fused_adamw([]) is None
 
 
 def test_cpu_parameters_iterate_in_float32():
