@@ -71,24 +71,26 @@ class FourfoldRMSNorm(nn.RMSNorm):
 
 
 class _RMSNormFunction(torch.autograd.Function):
-    """y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) over the last dimension; saves x and rstd.
+    """y = n * weight, n = x * rstd, rstd = 1 / sqrt(mean(x^2) + eps) over the last dimension; saves n and rstd.
 
-    Backward, with n = x * rstd and h = grad * weight:  dx = rstd * (h - n * mean(h * n)),  dweight = sum(grad * n).
+    Backward, with h = grad * weight:  dx = rstd * (h - n * mean(h * n)),  dweight = sum(grad * n).
     """
 
     @staticmethod
     def forward(ctx, x, weight, eps: float):
         rstd = torch.rsqrt(x.square().mean(-1, keepdim=True).add_(eps))  # (..., 1)
-        ctx.save_for_backward(x, rstd, weight)
-        return x * rstd * weight
+        normed = x * rstd
+        ctx.save_for_backward(normed, rstd, weight)  # n rather than x: backward need not recompute it
+        return normed * weight
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, rstd, weight = ctx.saved_tensors
-        normed = x * rstd
+        normed, rstd, weight = ctx.saved_tensors
         scaled = grad_output * weight
         grad_x = torch.addcmul(scaled, normed, (scaled * normed).mean(-1, keepdim=True), value=-1).mul_(rstd)
-        grad_weight = (grad_output * normed).reshape(-1, x.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad_output * normed).reshape(-1, normed.shape[-1]).sum(0)
         return grad_x, grad_weight, None
 
 
