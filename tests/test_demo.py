@@ -22,11 +22,11 @@ def test_models_outside_the_transfer_comparison_pretrain_for_fewer_steps():
     def steps(argv: list[str]) -> dict[str, int | None]:
         return {a: demo.pretraining_steps(a, demo.parse_args(argv)) for a in demo.ARCHITECTURES}
 
-    assert steps([]) == {"encoder": None, "decoder": 200, "prefix-lm": 200, "seq2seq": 200}  # None: the recipe's
+    assert steps([]) == {"encoder": None, "decoder": 150, "prefix-lm": 150, "seq2seq": 150}  # None: the recipe's
     assert set(steps(["--transfer", "all"]).values()) == {None}
     assert steps(["--steps_without_transfer", "0"])["decoder"] is None
     assert set(steps(["--max_steps", "5", "--transfer", "all"]).values()) == {5}
-    assert steps(["--skip_finetune"])["encoder"] == 200
+    assert steps(["--skip_finetune"])["encoder"] == 150
 
 
 def test_fresh_copy_differs_from_the_checkpoint_in_the_weights_only(tmp_path):

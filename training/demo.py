@@ -4,7 +4,7 @@
    training/data/sotu_addresses.parquet) with its shipped recipe (configuration/pretrain-<architecture>-tiny.yaml,
    through `fourfold pretrain`): a tokenizer trained on the text, then masked LM / causal LM / prefix LM / span
    corruption. The models the transfer comparison fine-tunes run their recipe's full steps; the others stop after
-   --steps_without_transfer (200), which keeps the demo near 5 minutes on 2 CPU cores. Prints the held-out loss at
+   --steps_without_transfer (150), which keeps the demo near 5 minutes on 2 CPU cores. Prints the held-out loss at
    every evaluation, throughput and samples; saves model, tokenizer, loss curve, log and model card to
    outputs/<architecture>/.
 2. Transfer: fine-tune the encoder on a task with few labels, the era of a State of the Union passage (1790-1899 or
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps_without_transfer",
         type=int,
-        default=200,
+        default=150,
         help="Pretraining steps of the models the transfer comparison does not fine-tune (0: their recipe's).",
     )
     parser.add_argument(
